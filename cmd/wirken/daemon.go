@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/wirken/wirken/hostagent"
+)
+
+func cmdRun(args []string) error {
+	fs := newFlags("run")
+	config := fs.String("config", defaultConfig(), "daemon configuration `file`")
+	level := fs.String("log-level", "", "log level: debug, info, warn, error (default: the config's)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError("run takes no arguments")
+	}
+	cfg, err := hostagent.LoadConfig(*config)
+	if err != nil {
+		return err
+	}
+	if *level != "" {
+		cfg.Log.Level = *level
+	}
+	logger, err := newLogger(cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	tp, shutdown, err := setupTracing(ctx, logger)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := shutdown(context.Background()); err != nil {
+			logger.Warn("flushing spans", "err", err)
+		}
+	}()
+	return hostagent.Run(ctx, cfg, logger, tp, nil)
+}
+
+func cmdExec(args []string) error {
+	fs := newFlags("exec")
+	config := fs.String("config", defaultConfig(), "daemon configuration `file` (for the control socket)")
+	agent := fs.String("agent", "", "agent `name` from the policy (required)")
+	user := fs.String("user", "", "run as this `user` instead of the policy's")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *agent == "" {
+		return usageError("exec needs --agent NAME")
+	}
+	if fs.NArg() == 0 {
+		return usageError("exec needs a command: wirken exec --agent NAME -- CMD [ARGS...]")
+	}
+	cfg, err := hostagent.LoadConfig(*config)
+	if err != nil {
+		return err
+	}
+	code, err := hostagent.Exec(context.Background(), hostagent.NewClient(cfg.ControlSocket),
+		hostagent.ExecSpec{Agent: *agent, User: *user, Argv: fs.Args()})
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return &exitError{code: code}
+	}
+	return nil
+}
+
+func cmdStatus(args []string) error {
+	return controlCall("status", args, func(ctx context.Context, c *hostagent.Client) (any, error) { return c.Status(ctx) })
+}
+
+func cmdReload(args []string) error {
+	return controlCall("reload", args, func(ctx context.Context, c *hostagent.Client) (any, error) { return c.Reload(ctx) })
+}
+
+func controlCall(name string, args []string, call func(context.Context, *hostagent.Client) (any, error)) error {
+	fs := newFlags(name)
+	config := fs.String("config", defaultConfig(), "daemon configuration `file` (for the control socket)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := hostagent.LoadConfig(*config)
+	if err != nil {
+		return err
+	}
+	v, err := call(context.Background(), hostagent.NewClient(cfg.ControlSocket))
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// newLogger logs text to a terminal and JSON otherwise (journald, files), on stderr.
+func newLogger(level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" || (format != "text" && !isTerminal(os.Stderr)) {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,131 @@
+// Command wirken is the CLI and daemon of wirken: flag parsing, wiring and the OTel SDK setup.
+// Everything else lives in the packages it calls.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// exitError carries an exit code other than 1 up to main.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+func (e *exitError) Unwrap() error { return e.err }
+
+type command struct {
+	summary string
+	run     func(args []string) error
+}
+
+var commands map[string]command
+
+func init() {
+	commands = map[string]command{
+		"run":     {"run the daemon in the foreground", cmdRun},
+		"exec":    {"run a command as an agent: exec --agent NAME [--user U] -- CMD...", cmdExec},
+		"vault":   {"manage the vault: init | put NAME | list", cmdVault},
+		"policy":  {"check a policy file: policy check FILE", cmdPolicy},
+		"audit":   {"verify the audit log: audit verify [--log FILE]", cmdAudit},
+		"ca":      {"create the interception CA: ca init", cmdCA},
+		"status":  {"ask the running daemon for its status", cmdStatus},
+		"reload":  {"ask the running daemon to reload its policy", cmdReload},
+		"version": {"print the version", cmdVersion},
+	}
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	c, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "wirken: error: unknown command %q\n", args[0])
+		usage(stderr)
+		return 2
+	}
+	err := c.run(args[1:])
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintf(stderr, "wirken: error: %v\n", ee.err)
+		}
+		return ee.code
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintf(stderr, "wirken: error: %v\n", err)
+	return 1
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: wirken COMMAND [flags]")
+	fmt.Fprintln(w, "\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-8s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(w, "\nRun `wirken COMMAND -h` for a command's flags.")
+}
+
+// newFlags makes a flag set that reports errors instead of exiting.
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("wirken "+name, flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	return fs
+}
+
+// usageError is a command-line mistake: exit code 2.
+func usageError(format string, a ...any) error {
+	return &exitError{code: 2, err: fmt.Errorf(format, a...)}
+}
+
+// parse parses flags; a parse error is a usage error (already printed by flag).
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &exitError{code: 2}
+	}
+	return nil
+}
+
+// defaultConfig is where the daemon's configuration lives unless --config or WIRKEN_CONFIG say.
+func defaultConfig() string {
+	if p := os.Getenv("WIRKEN_CONFIG"); p != "" {
+		return p
+	}
+	return "/etc/wirken/wirken.toml"
+}

@@ -1,0 +1,162 @@
+package hostagent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the daemon configuration (wirken.toml). Relative paths are relative to the file.
+type Config struct {
+	Policy        string `toml:"policy"`
+	StateDir      string `toml:"state_dir"`
+	ControlSocket string `toml:"control_socket"`
+
+	Vault struct {
+		File    string `toml:"file"`
+		Seal    string `toml:"seal"`
+		KeyFile string `toml:"key_file"`
+	} `toml:"vault"`
+	CA struct {
+		Cert string `toml:"cert"`
+		Key  string `toml:"key"`
+	} `toml:"ca"`
+	Audit struct {
+		Log string `toml:"log"`
+	} `toml:"audit"`
+	Proxy struct {
+		Port            int      `toml:"port"`
+		UpstreamCAFiles []string `toml:"upstream_ca_files"`
+	} `toml:"proxy"`
+	Cgroup struct {
+		Root string `toml:"root"`
+	} `toml:"cgroup"`
+	BPF struct {
+		PinDir string `toml:"pin_dir"`
+	} `toml:"bpf"`
+	Log struct {
+		Level  string `toml:"level"`
+		Format string `toml:"format"`
+	} `toml:"log"`
+
+	path string // the file this came from
+}
+
+// Path is the file the configuration was read from.
+func (c *Config) Path() string { return c.path }
+
+// CABundle is the PEM bundle (system roots plus the wirken CA) agents are pointed at.
+func (c *Config) CABundle() string { return filepath.Join(c.StateDir, "ca-bundle.pem") }
+
+// LoadConfig reads, defaults and validates a configuration file. Errors name the file, and the
+// line where the decoder knows it.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return ParseConfig(path, data)
+}
+
+// ParseConfig is LoadConfig on bytes already read.
+func ParseConfig(path string, data []byte) (*Config, error) {
+	c := &Config{path: path}
+	md, err := toml.Decode(string(data), c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("%s:%d:%d: %s", path, pe.Position.Line, pe.Position.Col, pe.Message)
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var errs []string
+	for _, k := range md.Undecoded() {
+		errs = append(errs, fmt.Sprintf("%s:%d: %s: unknown key", path, keyLine(data, k), k.String()))
+	}
+	base := filepath.Dir(path)
+	abs := func(p *string, def string) {
+		if *p == "" {
+			*p = def
+		}
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	abs(&c.StateDir, "/var/lib/wirken")
+	abs(&c.Policy, "policy.toml")
+	abs(&c.ControlSocket, "/run/wirken/control.sock")
+	abs(&c.Vault.File, filepath.Join(c.StateDir, "vault.wkv"))
+	abs(&c.Vault.KeyFile, filepath.Join(c.StateDir, "vault.key"))
+	abs(&c.CA.Cert, filepath.Join(c.StateDir, "ca.pem"))
+	abs(&c.CA.Key, filepath.Join(c.StateDir, "ca-key.pem"))
+	abs(&c.Audit.Log, filepath.Join(c.StateDir, "audit.jsonl"))
+	for i := range c.Proxy.UpstreamCAFiles {
+		abs(&c.Proxy.UpstreamCAFiles[i], "")
+	}
+	if c.Vault.Seal == "" {
+		c.Vault.Seal = "aead"
+	}
+	if c.Vault.Seal != "aead" {
+		errs = append(errs, fmt.Sprintf("%s:%d: vault.seal: unsupported seal %q (supported: aead)", path, keyLine(data, toml.Key{"vault", "seal"}), c.Vault.Seal))
+	}
+	if c.Proxy.Port == 0 {
+		c.Proxy.Port = 15001
+	}
+	if c.Proxy.Port < 1 || c.Proxy.Port > 65535 {
+		errs = append(errs, fmt.Sprintf("%s:%d: proxy.port: %d is not a TCP port", path, keyLine(data, toml.Key{"proxy", "port"}), c.Proxy.Port))
+	}
+	if c.Cgroup.Root == "" {
+		c.Cgroup.Root = "wirken"
+	}
+	if filepath.IsAbs(c.Cgroup.Root) || strings.Contains(c.Cgroup.Root, "..") {
+		errs = append(errs, fmt.Sprintf("%s:%d: cgroup.root: %q must be a relative path under the cgroup2 mount", path, keyLine(data, toml.Key{"cgroup", "root"}), c.Cgroup.Root))
+	}
+	if c.BPF.PinDir == "" {
+		c.BPF.PinDir = "/sys/fs/bpf/wirken/v1"
+	}
+	if !strings.HasPrefix(filepath.Clean(c.BPF.PinDir)+"/", "/sys/fs/bpf/") {
+		errs = append(errs, fmt.Sprintf("%s:%d: bpf.pin_dir: %q must be under /sys/fs/bpf", path, keyLine(data, toml.Key{"bpf", "pin_dir"}), c.BPF.PinDir))
+	}
+	switch c.Log.Level {
+	case "":
+		c.Log.Level = "info"
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Sprintf("%s:%d: log.level: %q is not one of debug, info, warn, error", path, keyLine(data, toml.Key{"log", "level"}), c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "", "auto", "text", "json":
+	default:
+		errs = append(errs, fmt.Sprintf("%s:%d: log.format: %q is not one of auto, text, json", path, keyLine(data, toml.Key{"log", "format"}), c.Log.Format))
+	}
+	if len(errs) > 0 {
+		return nil, errors.New(strings.Join(errs, "\n"))
+	}
+	return c, nil
+}
+
+// keyLine finds the line of a key: the line of its last component inside its table.
+// BurntSushi/toml keeps key positions private, and this file is small and flat.
+func keyLine(data []byte, k toml.Key) int {
+	table := ""
+	for i, line := range strings.Split(string(data), "\n") {
+		t := strings.TrimSpace(line)
+		if strings.HasPrefix(t, "[") {
+			table = strings.Trim(strings.SplitN(t, "#", 2)[0], "[] \t")
+			continue
+		}
+		name, _, ok := strings.Cut(t, "=")
+		if !ok {
+			continue
+		}
+		want := strings.Join(k[:len(k)-1], ".")
+		if table == want && strings.TrimSpace(name) == k[len(k)-1] {
+			return i + 1
+		}
+	}
+	return 0
+}

@@ -1,0 +1,77 @@
+package hostagent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/wirken/wirken/policy"
+)
+
+// TestConfigsParse parses every file shipped in configs/, so an example can never rot.
+func TestConfigsParse(t *testing.T) {
+	files, err := filepath.Glob("../configs/*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no files in configs/")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			switch base := filepath.Base(f); {
+			case base == "wirken.toml":
+				c, err := LoadConfig(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := os.Stat(c.Policy); err != nil {
+					t.Fatalf("the config's policy %s: %v", c.Policy, err)
+				}
+			case strings.HasSuffix(base, ".toml"):
+				p, err := policy.Load(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(p.Agents()) == 0 {
+					t.Fatal("example policy has no agents")
+				}
+			default:
+				t.Fatalf("no test parses %s: add one here", base)
+			}
+		})
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	tests := []struct {
+		name, src, want string
+	}{
+		{"unknown key", "[proxy]\nprot = 1\n", "wirken.toml:2: proxy.prot: unknown key"},
+		{"bad port", "[proxy]\nport = 70000\n", "wirken.toml:2: proxy.port: 70000 is not a TCP port"},
+		{"bad seal", "[vault]\nseal = \"rot13\"\n", `wirken.toml:2: vault.seal: unsupported seal "rot13"`},
+		{"syntax", "[proxy\n", "wirken.toml:1:"},
+		{"pin dir outside bpffs", "[bpf]\npin_dir = \"/tmp/x\"\n", `wirken.toml:2: bpf.pin_dir: "/tmp/x" must be under /sys/fs/bpf`},
+		{"cgroup escape", "[cgroup]\nroot = \"../x\"\n", `wirken.toml:2: cgroup.root: "../x" must be a relative path`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig("/etc/wirken/wirken.toml", []byte(tt.src))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v; want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseConfigDefaults(t *testing.T) {
+	c, err := ParseConfig("/etc/wirken/wirken.toml", []byte("state_dir = \"state\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StateDir != "/etc/wirken/state" || c.Vault.File != "/etc/wirken/state/vault.wkv" ||
+		c.Policy != "/etc/wirken/policy.toml" || c.Proxy.Port != 15001 || c.BPF.PinDir != "/sys/fs/bpf/wirken/v1" {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+}

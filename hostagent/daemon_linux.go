@@ -1,0 +1,296 @@
+package hostagent
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/wirken/wirken/audit"
+	"github.com/wirken/wirken/bpf"
+	"github.com/wirken/wirken/mitm"
+	"github.com/wirken/wirken/policy"
+	"github.com/wirken/wirken/vault"
+)
+
+// Daemon is a running wirken host agent.
+type Daemon struct {
+	cfg    *Config
+	log    *slog.Logger
+	tracer trace.Tracer
+
+	policy livePolicy
+	vault  *vault.Vault
+	audit  *audit.Log
+	steer  *bpf.Steering
+	proxy  *mitm.Proxy
+
+	root   string // <cgroup2>/<cfg.Cgroup.Root>
+	agents registry
+}
+
+// Run starts the daemon and serves until ctx is done. ready, if not nil, is closed once agents
+// can be launched.
+func Run(ctx context.Context, cfg *Config, log *slog.Logger, tp trace.TracerProvider, ready chan<- struct{}) (err error) {
+	if os.Geteuid() != 0 {
+		return errors.New("the daemon must run as root (it loads eBPF programs and manages cgroups)")
+	}
+	d := &Daemon{cfg: cfg, log: log, tracer: tp.Tracer("github.com/wirken/wirken")}
+	d.agents.byID = map[uint64]string{}
+	d.agents.byName = map[string]agentCgroup{}
+
+	pol, err := policy.Load(cfg.Policy)
+	if err != nil {
+		return fmt.Errorf("loading policy: %w", err)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o711); err != nil {
+		return fmt.Errorf("creating state dir: %w", err)
+	}
+	d.audit, err = audit.Open(cfg.Audit.Log, log)
+	if err != nil {
+		return fmt.Errorf("opening audit log: %w", err)
+	}
+	defer func() {
+		if _, aerr := d.audit.Append(audit.Record{Type: "shutdown", Reason: errString(err)}); aerr != nil {
+			log.Error("writing shutdown record", "err", aerr)
+		}
+		d.audit.Close()
+	}()
+	if _, err := d.audit.Append(audit.Record{Type: "startup", Policy: pol.Digest(), Detail: "pid " + strconv.Itoa(os.Getpid())}); err != nil {
+		return fmt.Errorf("writing startup record: %w", err)
+	}
+
+	seal, err := vault.AEADSeal(ctx, cfg.Vault.KeyFile)
+	if err != nil {
+		return fmt.Errorf("opening vault seal: %w", err)
+	}
+	d.vault, err = vault.Open(ctx, cfg.Vault.File, seal)
+	if err != nil {
+		return fmt.Errorf("unsealing vault: %w", err)
+	}
+	defer d.vault.Close()
+
+	ca, err := mitm.LoadCA(cfg.CA.Cert, cfg.CA.Key)
+	if err != nil {
+		return fmt.Errorf("loading CA: %w", err)
+	}
+	if err := writeCABundle(cfg.CABundle(), ca.CertPEM()); err != nil {
+		return err
+	}
+	roots, err := upstreamRoots(cfg.Proxy.UpstreamCAFiles)
+	if err != nil {
+		return err
+	}
+
+	if err := d.setupCgroups(); err != nil {
+		return err
+	}
+
+	// Listen before steering starts, so a steered connection always finds the proxy.
+	lns, err := listen(uint16(cfg.Proxy.Port), log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+
+	level, err := cgroupLevel(d.mount(), filepath.Join(d.root, "agents"))
+	if err != nil {
+		return err
+	}
+	d.steer, err = bpf.Load(bpf.Config{
+		AgentsCgroup: filepath.Join(d.root, "agents"),
+		AgentLevel:   level + 1,
+		PinDir:       cfg.BPF.PinDir,
+		ProxyPort:    uint16(cfg.Proxy.Port),
+	})
+	if err != nil {
+		return fmt.Errorf("loading eBPF steering: %w", err)
+	}
+	defer d.steer.Close() // the pinned links stay: agents stay steered (and refused) while we are gone
+
+	if err := d.applyPolicy(pol); err != nil {
+		return err
+	}
+
+	d.proxy, err = mitm.New(mitm.Config{
+		CA:            ca,
+		UpstreamRoots: roots,
+		Steering:      steeringAdapter{d},
+		Policy:        &d.policy,
+		Secrets:       d.vault,
+		Recorder:      &recorder{log: d.audit, tracer: d.tracer, logger: log},
+		Logger:        log,
+	})
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	for _, ln := range lns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := d.proxy.Serve(ln); err != nil {
+				log.Error("proxy stopped", "listener", ln.Addr(), "err", err)
+			}
+		}()
+	}
+	defer wg.Wait()
+	defer d.proxy.Close()
+
+	ctl, err := d.serveControl()
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	log.Info("wirken is running", "proxy_port", cfg.Proxy.Port, "cgroup", d.root, "pin_dir", cfg.BPF.PinDir,
+		"agents", len(pol.Agents()), "control_socket", cfg.ControlSocket)
+	if ready != nil {
+		close(ready)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down")
+			return nil
+		case <-hup:
+			if err := d.Reload(); err != nil {
+				log.Error("policy reload refused; the last good policy keeps serving", "err", err)
+			}
+		}
+	}
+}
+
+// Reload re-reads the policy file. A bad file is refused and the last good policy keeps serving.
+func (d *Daemon) Reload() error {
+	pol, err := policy.Load(d.cfg.Policy)
+	if err != nil {
+		if _, aerr := d.audit.Append(audit.Record{Type: "policy.load", Decision: "reject", Reason: err.Error()}); aerr != nil {
+			d.log.Error("audit log write failed", "err", aerr)
+		}
+		return err
+	}
+	return d.applyPolicy(pol)
+}
+
+// applyPolicy creates and registers the cgroups of the policy's agents, unregisters agents
+// that are gone, and only then publishes the policy. Its load is audited.
+func (d *Daemon) applyPolicy(pol *policy.Policy) error {
+	if _, err := d.audit.Append(audit.Record{Type: "policy.load", Decision: "accept", Policy: pol.Digest()}); err != nil {
+		return fmt.Errorf("auditing policy load: %w", err)
+	}
+	if err := d.agents.sync(pol.Agents(), filepath.Join(d.root, "agents"), d.steer, d.log); err != nil {
+		return err
+	}
+	d.policy.p.Store(pol)
+	d.log.Info("policy loaded", "file", d.cfg.Policy, "digest", pol.Digest()[:12], "agents", len(pol.Agents()))
+	return nil
+}
+
+func (d *Daemon) mount() string { return d.agents.mount }
+
+// setupCgroups creates <cgroup2>/<root>/{daemon,agents} and moves the daemon into daemon/,
+// which no steering program is attached to.
+func (d *Daemon) setupCgroups() error {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("reading mountinfo: %w", err)
+	}
+	mount, err := cgroup2Mount(f)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	d.agents.mount = mount
+	d.root = filepath.Join(mount, d.cfg.Cgroup.Root)
+	for _, dir := range []string{d.root, filepath.Join(d.root, "daemon"), filepath.Join(d.root, "agents")} {
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("creating cgroup %s: %w", dir, err)
+		}
+	}
+	procs := filepath.Join(d.root, "daemon", "cgroup.procs")
+	if err := os.WriteFile(procs, []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
+		return fmt.Errorf("moving the daemon into %s: %w", procs, err)
+	}
+	return nil
+}
+
+// listen opens the proxy on 127.0.0.1 and, where the host has IPv6, on [::1].
+func listen(port uint16, log *slog.Logger) ([]net.Listener, error) {
+	v4, err := net.Listen("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port).String())
+	if err != nil {
+		return nil, fmt.Errorf("listening on 127.0.0.1:%d: %w", port, err)
+	}
+	lns := []net.Listener{v4}
+	v6, err := net.Listen("tcp6", netip.AddrPortFrom(netip.IPv6Loopback(), port).String())
+	if err != nil {
+		log.Warn("no IPv6 loopback listener; agents' IPv6 connections will be refused", "err", err)
+	} else {
+		lns = append(lns, v6)
+	}
+	return lns, nil
+}
+
+func upstreamRoots(extra []string) (*x509.CertPool, error) {
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		return nil, fmt.Errorf("loading system roots: %w", err)
+	}
+	for _, f := range extra {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("reading upstream CA: %w", err)
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("upstream CA %s: no PEM certificates", f)
+		}
+	}
+	return roots, nil
+}
+
+// livePolicy is the current policy snapshot, swapped atomically on reload.
+type livePolicy struct{ p atomic.Pointer[policy.Policy] }
+
+func (l *livePolicy) Decide(agent, host string, port uint16) policy.Decision {
+	return l.p.Load().Decide(agent, host, port)
+}
+
+func (l *livePolicy) Authorize(r policy.Request) policy.Grant { return l.p.Load().Authorize(r) }
+
+// steeringAdapter names the agent behind a kernel origin record.
+type steeringAdapter struct{ d *Daemon }
+
+func (s steeringAdapter) Origin(client, local netip.AddrPort) (mitm.Origin, error) {
+	o, err := s.d.steer.Origin(client, local)
+	if err != nil {
+		return mitm.Origin{}, err
+	}
+	return mitm.Origin{Agent: s.d.agents.name(o.CgroupID), Dst: o.Dst, PID: o.PID, UID: o.UID}, nil
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

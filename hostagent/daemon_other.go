@@ -1,0 +1,28 @@
+//go:build !linux
+
+package hostagent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"go.opentelemetry.io/otel/trace"
+)
+
+var errLinuxOnly = errors.New("wirken's host agent runs on Linux only")
+
+// Run is only available on Linux.
+func Run(context.Context, *Config, *slog.Logger, trace.TracerProvider, chan<- struct{}) error {
+	return errLinuxOnly
+}
+
+// ExecSpec says what to launch as which agent.
+type ExecSpec struct {
+	Agent string
+	User  string
+	Argv  []string
+}
+
+// Exec is only available on Linux.
+func Exec(context.Context, *Client, ExecSpec) (int, error) { return 0, errLinuxOnly }

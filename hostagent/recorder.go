@@ -1,0 +1,93 @@
+package hostagent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/wirken/wirken/audit"
+	"github.com/wirken/wirken/mitm"
+)
+
+// appender is the part of the audit log the recorder needs.
+type appender interface {
+	Append(audit.Record) (audit.Entry, error)
+}
+
+// recorder turns the proxy's events into durable audit records and OTel spans.
+type recorder struct {
+	log    appender
+	tracer trace.Tracer
+	logger *slog.Logger
+}
+
+func (r *recorder) record(e mitm.Event) audit.Record {
+	rec := audit.Record{
+		Type: e.Kind, Agent: e.Agent, Rule: e.Rule, Credential: e.Credential,
+		Method: e.Method, Host: e.Host, Port: e.Port, Path: e.Path,
+		Reason: e.Reason, PID: e.PID, UID: e.UID,
+	}
+	if e.Dst.IsValid() {
+		rec.Dst = e.Dst.String()
+	}
+	return rec
+}
+
+// Deny records a refusal. Nothing went upstream, so a failed write is logged, not fatal.
+func (r *recorder) Deny(ctx context.Context, e mitm.Event) {
+	rec := r.record(e)
+	rec.Decision = "deny"
+	var span trace.Span
+	if e.Method != "" {
+		ctx, span = audit.StartSpan(ctx, r.tracer, r.spanStart(e))
+		sc := span.SpanContext()
+		rec.TraceID, rec.SpanID = sc.TraceID().String(), sc.SpanID().String()
+	}
+	ent, err := r.log.Append(rec)
+	if err != nil {
+		r.logger.Error("audit log write failed", "record", rec.Type, "err", err)
+	}
+	if span != nil {
+		audit.EndSpan(span, 403, "deny", ent, err)
+	}
+}
+
+// Begin makes the allow record durable before the request may go upstream.
+func (r *recorder) Begin(ctx context.Context, e mitm.Event) (context.Context, func(int, int64, error), error) {
+	rec := r.record(e)
+	rec.Decision = "allow"
+	ctx, span := audit.StartSpan(ctx, r.tracer, r.spanStart(e))
+	sc := span.SpanContext()
+	if sc.IsValid() {
+		rec.TraceID, rec.SpanID = sc.TraceID().String(), sc.SpanID().String()
+	}
+	ent, err := r.log.Append(rec)
+	if err != nil {
+		audit.EndSpan(span, 503, "deny", audit.Entry{}, err)
+		return ctx, nil, fmt.Errorf("writing audit record: %w", err)
+	}
+	finish := func(status int, n int64, ferr error) {
+		res := r.record(e)
+		res.Type, res.Status, res.Bytes = "request.result", status, n
+		res.Credential = ""
+		res.TraceID, res.SpanID = rec.TraceID, rec.SpanID
+		res.Detail = fmt.Sprintf("result of seq %d", ent.Seq)
+		if ferr != nil {
+			res.Reason = ferr.Error()
+		}
+		if _, err := r.log.Append(res); err != nil {
+			r.logger.Error("audit log write failed", "record", res.Type, "err", err)
+		}
+		audit.EndSpan(span, status, "allow", ent, ferr)
+	}
+	return ctx, finish, nil
+}
+
+func (r *recorder) spanStart(e mitm.Event) audit.SpanStart {
+	return audit.SpanStart{
+		Method: e.Method, URL: e.URL, Host: e.Host, Port: int(e.Port),
+		Agent: e.Agent, Rule: e.Rule, Credential: e.Credential,
+	}
+}

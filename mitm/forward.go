@@ -1,0 +1,272 @@
+package mitm
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/elazarl/goproxy"
+
+	"github.com/wirken/wirken/policy"
+)
+
+// RuleHeader names the rule behind a response wirken generated itself.
+const RuleHeader = "X-Wirken-Rule"
+
+// roundTrip runs for every request on an intercepted connection: authorize, audit, inject,
+// forward. It never returns an error: every failure becomes a response whose body starts with
+// "wirken:", so the agent and its operator can tell why.
+func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Response, error) {
+	s := ctx.UserData.(*session)
+	o := s.origin
+	host := strings.ToLower(strings.TrimSuffix(req.URL.Hostname(), "."))
+	ev := Event{
+		Agent: o.Agent, Dst: o.Dst, PID: o.PID, UID: o.UID,
+		Method: req.Method, Host: host, Port: o.Dst.Port(), Path: req.URL.Path,
+		URL: redactedURL(req, host, o.Dst.Port()),
+	}
+	// Binding: the Host header must name the server the TLS handshake was for, and must not
+	// point at another port than the one the agent connected to (no domain fronting).
+	if s.tls && host != s.sni {
+		return p.refuse(req, ev, http.StatusForbidden, "", "Host does not match the TLS server name"), nil
+	}
+	if port := req.URL.Port(); port != "" && port != strconv.Itoa(int(o.Dst.Port())) {
+		return p.refuse(req, ev, http.StatusForbidden, "", "Host port does not match the destination port"), nil
+	}
+	// Without TLS nothing proves the destination is the named host, so it must be one of the
+	// host's addresses.
+	if !s.tls && !p.resolvesTo(req.Context(), host, o.Dst.Addr()) {
+		return p.refuse(req, ev, http.StatusForbidden, "", "destination is not an address of "+host), nil
+	}
+	g := p.cfg.Policy.Authorize(policy.Request{
+		Agent: o.Agent, Method: req.Method, Host: host, Port: o.Dst.Port(), Path: req.URL.Path,
+	})
+	ev.Rule = g.Rule
+	if !g.Allow {
+		return p.refuse(req, ev, http.StatusForbidden, g.Rule, g.Reason), nil
+	}
+	ev.Kind = "request.allow"
+	if g.Credential != nil {
+		if !s.tls {
+			return p.refuse(req, ev, http.StatusForbidden, g.Rule, "credentials are only sent over TLS"), nil
+		}
+		ev.Kind, ev.Credential = "credential.use", g.Credential.Name
+	}
+
+	// The record is durable before anything goes upstream.
+	spanCtx, finish, err := p.cfg.Recorder.Begin(req.Context(), ev)
+	if err != nil {
+		p.log.Error("audit log unavailable; refusing request", "agent", o.Agent, "host", host, "err", err)
+		return errorResponse(req, http.StatusServiceUnavailable, g.Rule, "audit log unavailable"), nil
+	}
+
+	out := req.WithContext(spanCtx)
+	out.RequestURI = ""
+	out.Close = false // an agent's Connection: close must not tear down the pooled upstream connection
+	if c := g.Credential; c != nil {
+		err := p.cfg.Secrets.WithSecret(c.Secret, host, func(secret []byte) error {
+			out.Header.Set(c.Header, c.Render(secret))
+			return nil
+		})
+		if err != nil {
+			finish(http.StatusServiceUnavailable, 0, err)
+			p.log.Error("credential unavailable", "agent", o.Agent, "credential", c.Name, "err", err)
+			return errorResponse(req, http.StatusServiceUnavailable, g.Rule, "credential unavailable"), nil
+		}
+	}
+
+	resp, err := p.pool.transport(o.Dst, s.sni, s.tls).RoundTrip(out)
+	if err != nil {
+		reason := upstreamReason(err)
+		finish(http.StatusBadGateway, 0, errors.New(reason))
+		p.log.Warn("upstream request failed", "agent", o.Agent, "host", host, "dst", o.Dst, "reason", reason)
+		return errorResponse(req, http.StatusBadGateway, g.Rule, "upstream failed: "+reason), nil
+	}
+	resp.Body = &countingBody{ReadCloser: resp.Body, done: func(n int64) { finish(resp.StatusCode, n, nil) }}
+	return resp, nil
+}
+
+func (p *Proxy) resolvesTo(ctx context.Context, host string, addr netip.Addr) bool {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if a.Unmap() == addr.Unmap() {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Proxy) refuse(req *http.Request, ev Event, status int, rule, reason string) *http.Response {
+	ev.Kind, ev.Rule, ev.Reason = "request.deny", rule, reason
+	p.log.Info("request denied", "agent", ev.Agent, "method", ev.Method, "host", ev.Host, "path", ev.Path, "reason", reason)
+	p.cfg.Recorder.Deny(req.Context(), ev)
+	return errorResponse(req, status, rule, reason)
+}
+
+// errorResponse is the one place wirken's own answers are built.
+func errorResponse(req *http.Request, status int, rule, reason string) *http.Response {
+	body := "wirken: " + reason + "\n"
+	h := http.Header{}
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if rule != "" {
+		h.Set(RuleHeader, rule)
+	}
+	return &http.Response{
+		StatusCode:    status,
+		Status:        fmt.Sprintf("%d %s", status, http.StatusText(status)),
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h,
+		Body:          io.NopCloser(strings.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Request:       req,
+	}
+}
+
+// redactedURL is the request URL without its query string (which may carry an injected key in
+// later injection styles) and without user info.
+func redactedURL(req *http.Request, host string, port uint16) string {
+	scheme := "https"
+	if req.URL.Scheme == "http" {
+		scheme = "http"
+	}
+	hp := host
+	if (scheme == "https" && port != 443) || (scheme == "http" && port != 80) {
+		hp = net.JoinHostPort(host, strconv.Itoa(int(port)))
+	}
+	return scheme + "://" + hp + req.URL.EscapedPath()
+}
+
+// upstreamReason turns an upstream error into a short reason that carries no URL or header.
+func upstreamReason(err error) string {
+	var (
+		uae x509.UnknownAuthorityError
+		hne x509.HostnameError
+		cie x509.CertificateInvalidError
+		rhe tls.RecordHeaderError
+	)
+	switch {
+	case errors.As(err, &uae), errors.As(err, &cie):
+		return "upstream certificate not trusted"
+	case errors.As(err, &hne):
+		return "upstream certificate does not match the server name"
+	case errors.As(err, &rhe):
+		return "upstream did not speak TLS"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, syscall.ETIMEDOUT):
+		return "timeout"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed by upstream"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timeout"
+	}
+	return "upstream error"
+}
+
+// countingBody reports how many bytes went through once the body is finished.
+type countingBody struct {
+	io.ReadCloser
+	n    int64
+	once sync.Once
+	done func(int64)
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	if err != nil {
+		b.once.Do(func() { b.done(b.n) })
+	}
+	return n, err
+}
+
+func (b *countingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(func() { b.done(b.n) })
+	return err
+}
+
+// pool keeps one upstream transport per (destination, server name, TLS): every connection it
+// makes goes to the address the agent asked for, and TLS is verified for the name the agent
+// asked for.
+type pool struct {
+	roots       *x509.CertPool
+	dialTimeout time.Duration
+	mu          sync.Mutex
+	m           map[poolKey]*http.Transport
+}
+
+type poolKey struct {
+	dst netip.AddrPort
+	sni string
+	tls bool
+}
+
+func newPool(roots *x509.CertPool, dialTimeout time.Duration) *pool {
+	return &pool{roots: roots, dialTimeout: dialTimeout, m: make(map[poolKey]*http.Transport)}
+}
+
+func (p *pool) transport(dst netip.AddrPort, sni string, useTLS bool) *http.Transport {
+	k := poolKey{dst, sni, useTLS}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if t := p.m[k]; t != nil {
+		return t
+	}
+	d := &net.Dialer{Timeout: p.dialTimeout, KeepAlive: 30 * time.Second}
+	addr := dst.String()
+	t := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", addr)
+		},
+		MaxIdleConns:          0, // no global cap; per host below
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 0, // LLM calls can think for minutes before the first byte
+		DisableCompression:    true,
+		ForceAttemptHTTP2:     false,
+		Proxy:                 nil,
+	}
+	if useTLS {
+		t.TLSClientConfig = &tls.Config{
+			ServerName:         sni,
+			RootCAs:            p.roots,
+			MinVersion:         tls.VersionTLS12,
+			ClientSessionCache: tls.NewLRUClientSessionCache(64),
+		}
+	}
+	p.m[k] = t
+	return t
+}
+
+func (p *pool) closeIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, t := range p.m {
+		t.CloseIdleConnections()
+	}
+}

@@ -1,0 +1,521 @@
+//go:build linux
+
+package vmtests
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// wirkenBin is built once by TestMain from this checkout.
+var wirkenBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "wirken-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	wirkenBin = filepath.Join(dir, "wirken")
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	build := exec.Command(goBin, "build", "-o", wirkenBin, "../cmd/wirken")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building wirken: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	os.Chmod(dir, 0o755)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// upstream is an HTTPS server on a loopback address that records what it received.
+type upstream struct {
+	ln   *countingListener
+	mu   sync.Mutex
+	auth []string // Authorization headers seen, in order
+}
+
+func (u *upstream) seen() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]string(nil), u.auth...)
+}
+
+func startUpstream(t *testing.T, addr string, cert tls.Certificate) *upstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("upstream on %s (is something else using it?): %v", addr, err)
+	}
+	u := &upstream{ln: &countingListener{Listener: ln}}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			u.mu.Lock()
+			u.auth = append(u.auth, r.Header.Get("Authorization"))
+			u.mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(map[string]string{"path": r.URL.Path, "host": r.Host, "method": r.Method})
+		}),
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}},
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          nil,
+	}
+	go srv.Serve(tls.NewListener(u.ln, srv.TLSConfig))
+	t.Cleanup(func() { srv.Close() })
+	return u
+}
+
+// env is one daemon with its own cgroup tree, pin dir, port, state and upstreams.
+type env struct {
+	t        *testing.T
+	dir      string
+	config   string
+	cgroup   string // <cgroup2>/<root>
+	pinDir   string
+	canary   string
+	daemon   *exec.Cmd
+	logs     *lockedBuffer
+	api      *upstream // api.example.test on 127.0.0.2:443, has a rule and a credential
+	other    *upstream // evil.example.test on 127.0.0.3:443, has no rule
+	upCA     *testCA
+	daemonMu sync.Mutex
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func cgroup2Mount(t *testing.T) string {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		left, right, ok := strings.Cut(s.Text(), " - ")
+		if ok && strings.HasPrefix(right, "cgroup2 ") {
+			return strings.Fields(left)[4]
+		}
+	}
+	t.Fatal("no cgroup2 mount")
+	return ""
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	requireRoot(t)
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Fatal("curl is required (make test installs it)")
+	}
+	uniq := randHex(t, 4)
+	dir, err := os.MkdirTemp("", "wirken-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o711) // the agent user must reach the public CA bundle in state/
+	e := &env{
+		t:      t,
+		dir:    dir,
+		config: filepath.Join(dir, "wirken.toml"),
+		cgroup: filepath.Join(cgroup2Mount(t), "wirken-e2e-"+uniq),
+		pinDir: "/sys/fs/bpf/wirken-e2e-" + uniq,
+		canary: "WKCANARY-" + randHex(t, 16),
+		logs:   &lockedBuffer{},
+		upCA:   newTestCA(t),
+	}
+	t.Cleanup(e.cleanup)
+
+	e.api = startUpstream(t, "127.0.0.2:443", e.upCA.leaf(t, "api.example.test"))
+	e.other = startUpstream(t, "127.0.0.3:443", e.upCA.leaf(t, "evil.example.test"))
+	write(t, filepath.Join(dir, "upstream-ca.pem"), e.upCA.pem)
+	write(t, filepath.Join(dir, "policy.toml"), []byte(`version = 1
+
+[agents.demo]
+user = "nobody"
+
+[credentials.api]
+secret = "api-key"
+hosts = ["api.example.test"]
+header = "Authorization"
+format = "Bearer {secret}"
+
+[[rules]]
+name = "demo-api"
+agent = "demo"
+hosts = ["api.example.test"]
+ports = [443]
+paths = ["/echo"]
+credential = "api"
+`))
+	write(t, e.config, []byte(fmt.Sprintf(`policy = "policy.toml"
+state_dir = %q
+control_socket = %q
+[proxy]
+port = %d
+upstream_ca_files = ["upstream-ca.pem"]
+[cgroup]
+root = %q
+[bpf]
+pin_dir = %q
+[log]
+level = "debug"
+format = "json"
+`, filepath.Join(dir, "state"), filepath.Join(dir, "control.sock"), freePort(t), filepath.Base(e.cgroup), e.pinDir)))
+
+	e.wirken(nil, "vault", "init").mustSucceed(t)
+	e.wirken(nil, "ca", "init").mustSucceed(t)
+	e.wirken(strings.NewReader(e.canary+"\n"), "vault", "put", "--host", "api.example.test", "api-key").mustSucceed(t)
+	e.startDaemon()
+	return e
+}
+
+func write(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type result struct {
+	code   int
+	stdout string
+	stderr string
+	args   []string
+}
+
+func (r result) mustSucceed(t *testing.T) result {
+	t.Helper()
+	if r.code != 0 {
+		t.Fatalf("%v: exit %d\nstdout: %s\nstderr: %s", r.args, r.code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+// run runs a command to completion with a deadline and returns its exit code and output.
+func run(t *testing.T, stdin *strings.Reader, cmd *exec.Cmd) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if stdin != nil {
+		cmd.Stdin = stdin
+	}
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String(), args: cmd.Args}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("%v: %v", cmd.Args, err)
+	}
+	return r
+}
+
+func (e *env) wirken(stdin *strings.Reader, args ...string) result {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	full := append([]string{args[0], "--config", e.config}, args[1:]...)
+	return run(e.t, stdin, exec.CommandContext(ctx, wirkenBin, full...))
+}
+
+// asAgent runs argv as agent demo through `wirken exec`.
+func (e *env) asAgent(argv ...string) result {
+	e.t.Helper()
+	return e.wirken(nil, append([]string{"exec", "--agent", "demo", "--"}, argv...)...)
+}
+
+func (e *env) startDaemon() {
+	t := e.t
+	cmd := exec.Command(wirkenBin, "run", "--config", e.config)
+	cmd.Stdout, cmd.Stderr = e.logs, e.logs
+	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.daemonMu.Lock()
+	e.daemon = cmd
+	e.daemonMu.Unlock()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if r := e.wirken(nil, "status"); r.code == 0 {
+			return
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("daemon exited during start-up: %v\n%s", err, e.logs)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon not ready after 20s\n%s", e.logs)
+		}
+	}
+}
+
+func (e *env) killDaemon() {
+	e.daemonMu.Lock()
+	defer e.daemonMu.Unlock()
+	if e.daemon != nil && e.daemon.Process != nil {
+		e.daemon.Process.Signal(syscall.SIGKILL)
+		for i := 0; i < 100; i++ {
+			if e.daemon.Process.Signal(syscall.Signal(0)) != nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		e.daemon = nil
+	}
+}
+
+// cleanup removes everything the test made, even after a failure: the daemon, every process
+// left in its cgroups, the cgroups, the pinned programs and maps, and the temp dir.
+func (e *env) cleanup() {
+	e.killDaemon()
+	if _, err := os.Stat(e.cgroup); err == nil {
+		os.WriteFile(filepath.Join(e.cgroup, "cgroup.kill"), []byte("1"), 0)
+		time.Sleep(100 * time.Millisecond)
+		// Remove leaves first.
+		var dirs []string
+		filepath.WalkDir(e.cgroup, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			if err := os.Remove(dirs[i]); err != nil {
+				e.t.Logf("cleanup: removing cgroup %s: %v", dirs[i], err)
+			}
+		}
+	}
+	if err := os.RemoveAll(e.pinDir); err != nil {
+		e.t.Logf("cleanup: removing pins %s: %v", e.pinDir, err)
+	}
+	os.RemoveAll(e.dir)
+}
+
+func (e *env) auditLog() string {
+	b, err := os.ReadFile(filepath.Join(e.dir, "state", "audit.jsonl"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return string(b)
+}
+
+// records returns the audit records of one type.
+func (e *env) records(typ string) []map[string]any {
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(e.auditLog()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			e.t.Fatalf("audit line %q: %v", line, err)
+		}
+		if m["type"] == typ {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func curlArgs(host, ip, path string, extra ...string) []string {
+	return append([]string{"curl", "-sS", "--max-time", "20", "--resolve", host + ":443:" + ip, "https://" + host + path}, extra...)
+}
+
+// TestWalkingSkeleton is the foundation's promise, end to end through the real eBPF path.
+func TestWalkingSkeleton(t *testing.T) {
+	e := newEnv(t)
+
+	t.Run("agent gets its credential injected", func(t *testing.T) {
+		r := e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo", "--fail-with-body")...).mustSucceed(t)
+		var body map[string]string
+		if err := json.Unmarshal([]byte(r.stdout), &body); err != nil || body["path"] != "/echo" {
+			t.Fatalf("curl got %q (%v); want the echo upstream's JSON", r.stdout, err)
+		}
+		seen := e.api.seen()
+		if len(seen) != 1 || seen[0] != "Bearer "+e.canary {
+			t.Fatalf("upstream saw Authorization %q; want the vault secret as a bearer token", seen)
+		}
+		for _, a := range r.args {
+			if strings.Contains(a, e.canary) {
+				t.Fatal("the secret was in curl's arguments")
+			}
+		}
+		recs := e.records("credential.use")
+		if len(recs) != 1 || recs[0]["agent"] != "demo" || recs[0]["credential"] != "api" || recs[0]["host"] != "api.example.test" {
+			t.Fatalf("credential.use records = %v", recs)
+		}
+	})
+
+	t.Run("agent environment holds no secret", func(t *testing.T) {
+		r := e.asAgent("env").mustSucceed(t)
+		if strings.Contains(r.stdout, e.canary) {
+			t.Fatal("the secret is in the agent's environment")
+		}
+		bundle := filepath.Join(e.dir, "state", "ca-bundle.pem")
+		for _, v := range []string{"SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"} {
+			if !strings.Contains(r.stdout, v+"="+bundle+"\n") {
+				t.Errorf("agent environment lacks %s=%s", v, bundle)
+			}
+		}
+		id := e.asAgent("id", "-u").mustSucceed(t)
+		if strings.TrimSpace(id.stdout) == "0" {
+			t.Error("agent runs as root; the policy says nobody")
+		}
+	})
+
+	t.Run("path outside the rule is refused with a reason", func(t *testing.T) {
+		before := len(e.api.seen())
+		r := e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/admin", "-i")...)
+		if !strings.Contains(r.stdout, "403") || !strings.Contains(r.stdout, "wirken: ") {
+			t.Fatalf("want a 403 with a wirken: reason, got exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		if got := len(e.api.seen()); got != before {
+			t.Fatalf("the upstream received %d requests; want none", got-before)
+		}
+		if len(e.records("request.deny")) == 0 {
+			t.Fatal("no request.deny audit record")
+		}
+	})
+
+	t.Run("host with no rule is refused", func(t *testing.T) {
+		r := e.asAgent(curlArgs("evil.example.test", "127.0.0.3", "/steal")...)
+		if r.code == 0 {
+			t.Fatalf("curl to a host with no rule succeeded: %s", r.stdout)
+		}
+		if n := e.other.ln.accepted.Load(); n != 0 {
+			t.Fatalf("the other upstream accepted %d connections; want 0", n)
+		}
+		deny := e.records("conn.deny")
+		if len(deny) == 0 || deny[len(deny)-1]["host"] != "evil.example.test" {
+			t.Fatalf("conn.deny records = %v", deny)
+		}
+	})
+
+	t.Run("process outside the agent cgroup is not steered", func(t *testing.T) {
+		// The test process itself is outside wirken's tree: it reaches the upstream directly
+		// and sees the upstream's own certificate.
+		c, err := tls.Dial("tcp", "127.0.0.2:443", &tls.Config{ServerName: "api.example.test", RootCAs: e.upCA.pool()})
+		if err != nil {
+			t.Fatalf("direct TLS to the upstream: %v", err)
+		}
+		issuer := c.ConnectionState().PeerCertificates[0].Issuer.CommonName
+		c.Close()
+		if issuer != "wirken e2e upstream CA" {
+			t.Fatalf("direct connection saw a certificate issued by %q", issuer)
+		}
+		before := len(e.api.seen())
+		caFile := filepath.Join(e.dir, "upstream-ca.pem")
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		run(t, nil, exec.CommandContext(ctx, curlArgs("api.example.test", "127.0.0.2", "/echo", "--cacert", caFile, "--fail")[0],
+			curlArgs("api.example.test", "127.0.0.2", "/echo", "--cacert", caFile, "--fail")[1:]...)).mustSucceed(t)
+		seen := e.api.seen()
+		if len(seen) != before+1 || seen[len(seen)-1] != "" {
+			t.Fatalf("unsteered curl: upstream saw Authorization %q; want none injected", seen[before:])
+		}
+	})
+
+	t.Run("audit log verifies and detects a flipped byte", func(t *testing.T) {
+		r := e.wirken(nil, "audit", "verify").mustSucceed(t)
+		if !strings.Contains(r.stdout, "ok") {
+			t.Fatalf("audit verify said %q", r.stdout)
+		}
+		log := []byte(e.auditLog())
+		i := bytes.Index(log, []byte(`"credential.use"`))
+		if i < 0 {
+			t.Fatal("no credential.use record")
+		}
+		log[i+3] ^= 0x01
+		bad := filepath.Join(e.dir, "tampered.jsonl")
+		write(t, bad, log)
+		r = e.wirken(nil, "audit", "verify", "--log", bad)
+		if r.code != 1 || !strings.Contains(r.stderr, "TAMPERED") {
+			t.Fatalf("tampered log: exit %d, stderr %q; want exit 1 naming the bad record", r.code, r.stderr)
+		}
+	})
+
+	t.Run("daemon killed: agents fail closed", func(t *testing.T) {
+		before := len(e.api.seen())
+		e.killDaemon()
+		// Launch straight into the agent cgroup (wirken exec would refuse without a daemon).
+		fd, err := syscall.Open(filepath.Join(e.cgroup, "agents", "demo"), syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer syscall.Close(fd)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		args := curlArgs("api.example.test", "127.0.0.2", "/echo", "-k")
+		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+		r := run(t, nil, cmd)
+		if r.code == 0 {
+			t.Fatalf("agent reached the network with the daemon dead: %s", r.stdout)
+		}
+		if !strings.Contains(r.stderr, "refused") && !strings.Contains(r.stderr, "Couldn't connect") {
+			t.Errorf("curl error %q; want connection refused", r.stderr)
+		}
+		if got := len(e.api.seen()); got != before {
+			t.Fatalf("upstream received %d requests with the daemon dead", got-before)
+		}
+	})
+
+	t.Run("the canary secret never leaks", func(t *testing.T) {
+		for name, text := range map[string]string{"daemon log": e.logs.String(), "audit log": e.auditLog()} {
+			if strings.Contains(text, e.canary) {
+				t.Errorf("the secret appears in the %s", name)
+			}
+			if len(text) == 0 {
+				t.Errorf("the %s is empty; the check would prove nothing", name)
+			}
+		}
+	})
+}
