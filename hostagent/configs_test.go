@@ -51,7 +51,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"unknown key", "[proxy]\nprot = 1\n", "wirken.toml:2: proxy.prot: unknown key"},
 		{"bad port", "[proxy]\nport = 70000\n", "wirken.toml:2: proxy.port: 70000 is not a TCP port"},
 		{"bad seal", "[vault]\nseal = \"rot13\"\n", `wirken.toml:2: vault.seal: unsupported seal "rot13"`},
-		{"syntax", "[proxy\n", "wirken.toml:1:"},
+		{"syntax", "policy = = 1\n", "wirken.toml:1:"},
 		{"pin dir outside bpffs", "[bpf]\npin_dir = \"/tmp/x\"\n", `wirken.toml:2: bpf.pin_dir: "/tmp/x" must be under /sys/fs/bpf`},
 		{"cgroup escape", "[cgroup]\nroot = \"../x\"\n", `wirken.toml:2: cgroup.root: "../x" must be a relative path`},
 	}

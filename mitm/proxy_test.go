@@ -134,9 +134,7 @@ func newHarness(t *testing.T) *harness {
 	}))
 	up.StartTLS()
 	t.Cleanup(up.Close)
-	// httptest's certificate is for example.com and 127.0.0.1; point "api.example.test" at it
-	// by trusting its certificate under that name via a custom root pool + ServerName override
-	// is not possible, so mint our own upstream certificate instead.
+	// The upstream presents a certificate for api.example.test from its own CA.
 	upCA := t.TempDir()
 	if err := GenerateCA(filepath.Join(upCA, "ca.pem"), filepath.Join(upCA, "ca-key.pem"), "upstream test CA"); err != nil {
 		t.Fatal(err)
@@ -354,7 +352,37 @@ func TestSniff(t *testing.T) {
 	}
 }
 
+// clientHello captures the first flight a Go TLS client sends for sni.
+func clientHello(t testing.TB, sni string) []byte {
+	c, s := net.Pipe()
+	go func() {
+		tls.Client(c, &tls.Config{ServerName: sni}).Handshake()
+		c.Close()
+	}()
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64<<10)
+	n, err := s.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	return buf[:n]
+}
+
+func TestPeekClientHello(t *testing.T) {
+	hello := clientHello(t, "API.Example.Test.")
+	in := append(append([]byte(nil), hello...), "trailing"...)
+	sni, replay, err := peekClientHello(bytes.NewReader(in))
+	if err != nil || sni != "api.example.test" {
+		t.Fatalf("sni %q, err %v", sni, err)
+	}
+	if got, _ := io.ReadAll(replay); !bytes.Equal(got, in) {
+		t.Fatal("replay does not give back every byte read")
+	}
+}
+
 func FuzzPeekClientHello(f *testing.F) {
+	f.Add(clientHello(f, "api.example.test"))
 	f.Add([]byte("\x16\x03\x01\x00\x05hello"))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -261,8 +261,9 @@ func (e *env) wirken(stdin *strings.Reader, args ...string) result {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	full := append([]string{args[0], "--config", e.config}, args[1:]...)
-	return run(e.t, stdin, exec.CommandContext(ctx, wirkenBin, full...))
+	cmd := exec.CommandContext(ctx, wirkenBin, args...)
+	cmd.Env = append(os.Environ(), "WIRKEN_CONFIG="+e.config)
+	return run(e.t, stdin, cmd)
 }
 
 // asAgent runs argv as agent demo through `wirken exec`.
@@ -419,6 +420,9 @@ func TestWalkingSkeleton(t *testing.T) {
 		}
 		if got := len(e.api.seen()); got != before {
 			t.Fatalf("the upstream received %d requests; want none", got-before)
+		}
+		if strings.Contains(r.stdout+r.stderr, e.canary) {
+			t.Fatal("the secret appears in wirken's error response")
 		}
 		if len(e.records("request.deny")) == 0 {
 			t.Fatal("no request.deny audit record")
