@@ -1,0 +1,380 @@
+//go:build linux && (386 || amd64 || arm || arm64 || loong64 || mips64le || mipsle || ppc64le || riscv64 || wasm)
+
+// The architecture list matches the generated steer_bpfel.go (-target bpfel).
+
+package bpf
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// Steering holds the loaded maps and programs. Its methods are safe for
+// concurrent use. Close releases the file descriptors only: the pinned links
+// and maps keep steering (and failing closed) without the process.
+type Steering struct {
+	mu   sync.RWMutex
+	objs *steerObjects // nil once closed
+}
+
+// attachment is one program and the cgroup hook it attaches to.
+type attachment struct {
+	name   string // pin file name under PinDir/links
+	attach ebpf.AttachType
+	prog   *ebpf.Program
+}
+
+// Load mounts bpffs at /sys/fs/bpf if it is not mounted, creates PinDir,
+// loads the programs reusing the maps pinned under PinDir/maps, and for each
+// program either atomically swaps the program of the link already pinned
+// under PinDir/links or attaches a new link to AgentsCgroup and pins it. It
+// fails if a link cannot be pinned: an unpinned link would be detached when
+// the process dies, which would fail open.
+func Load(cfg Config) (*Steering, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("loading steering: %w", err)
+	}
+	cgID, err := CgroupID(cfg.AgentsCgroup)
+	if err != nil {
+		return nil, fmt.Errorf("loading steering: agents cgroup: %w", err)
+	}
+	if err := ensureBPFFS(); err != nil {
+		return nil, fmt.Errorf("loading steering: %w", err)
+	}
+	mapsDir := filepath.Join(cfg.PinDir, "maps")
+	linksDir := filepath.Join(cfg.PinDir, "links")
+	for _, dir := range []string{mapsDir, linksDir} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("creating pin directory: %w", err)
+		}
+	}
+	if ok, err := onFS(cfg.PinDir, unix.BPF_FS_MAGIC); err != nil {
+		return nil, fmt.Errorf("checking pin directory: %w", err)
+	} else if !ok {
+		return nil, fmt.Errorf("pin directory %s is not on bpffs", cfg.PinDir)
+	}
+
+	spec, err := loadSteer()
+	if err != nil {
+		return nil, fmt.Errorf("loading steering: %w", err)
+	}
+	if err := setVariable(spec, steerVarProxyPort, cfg.ProxyPort); err != nil {
+		return nil, err
+	}
+	if err := setVariable(spec, steerVarAgentLevel, cfg.AgentLevel); err != nil {
+		return nil, err
+	}
+	objs := new(steerObjects)
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: mapsDir}}
+	if err := spec.LoadAndAssign(objs, opts); err != nil {
+		return nil, fmt.Errorf("loading BPF objects: %w", err)
+	}
+
+	// sockops first: a connect steered before its tuple can be published
+	// would only be reset by the proxy, but there is no reason to cause it.
+	for _, a := range []attachment{
+		{"sockops", ebpf.AttachCGroupSockOps, objs.SteerSockops},
+		{"connect4", ebpf.AttachCGroupInet4Connect, objs.SteerConnect4},
+		{"connect6", ebpf.AttachCGroupInet6Connect, objs.SteerConnect6},
+	} {
+		err := attachOrUpdate(filepath.Join(linksDir, a.name), cfg.AgentsCgroup, cgID, a)
+		if err != nil {
+			objs.Close()
+			return nil, err
+		}
+	}
+	return &Steering{objs: objs}, nil
+}
+
+func setVariable(spec *ebpf.CollectionSpec, name string, value any) error {
+	v, ok := spec.Variables[name]
+	if !ok || !v.Constant() {
+		return fmt.Errorf("setting %s: no such constant in the BPF object", name)
+	}
+	if err := v.Set(value); err != nil {
+		return fmt.Errorf("setting %s: %w", name, err)
+	}
+	return nil
+}
+
+// attachOrUpdate makes the link pinned at pin run a.prog on cgroup cgPath.
+func attachOrUpdate(pin, cgPath string, cgID uint64, a attachment) error {
+	l, err := link.LoadPinnedLink(pin, nil)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return attachAndPin(pin, cgPath, a)
+	case err != nil:
+		return fmt.Errorf("loading pinned %s link: %w", a.name, err)
+	}
+	defer l.Close()
+
+	info, err := l.Info()
+	if err != nil {
+		return fmt.Errorf("inspecting pinned %s link: %w", a.name, err)
+	}
+	cg := info.Cgroup()
+	if cg == nil || ebpf.AttachType(cg.AttachType) != a.attach {
+		return fmt.Errorf("pinned %s link at %s is not a %s cgroup link", a.name, pin, a.attach)
+	}
+	if cg.CgroupId != cgID {
+		// A link whose cgroup was removed steers nothing (the kernel reports
+		// id 0 once it has released it, the dead id until then): replace it.
+		// A link on another live cgroup is left alone: taking it over would
+		// stop steering there.
+		alive := false
+		if cg.CgroupId != 0 {
+			var err error
+			if alive, err = cgroupAlive(cgPath, cg.CgroupId); err != nil {
+				return fmt.Errorf("inspecting pinned %s link: %w", a.name, err)
+			}
+		}
+		if alive {
+			return fmt.Errorf("pinned %s link at %s is attached to cgroup id %d, not %s (id %d): remove the pin directory first",
+				a.name, pin, cg.CgroupId, cgPath, cgID)
+		}
+		if err := l.Unpin(); err != nil {
+			return fmt.Errorf("unpinning defunct %s link: %w", a.name, err)
+		}
+		return attachAndPin(pin, cgPath, a)
+	}
+	if err := l.Update(a.prog); err != nil {
+		return fmt.Errorf("updating pinned %s link: %w", a.name, err)
+	}
+	return nil
+}
+
+func attachAndPin(pin, cgPath string, a attachment) error {
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: cgPath, Attach: a.attach, Program: a.prog})
+	if err != nil {
+		return fmt.Errorf("attaching %s to %s: %w", a.name, cgPath, err)
+	}
+	defer l.Close() // detaches unless the pin below succeeded
+	if err := l.Pin(pin); err != nil {
+		return fmt.Errorf("pinning %s link (refusing to steer with an unpinned link): %w", a.name, err)
+	}
+	return nil
+}
+
+// RegisterAgent makes cgroupID (of an agents/<name> cgroup, see CgroupID) a
+// known agent, so its connects are steered instead of denied.
+func (s *Steering) RegisterAgent(cgroupID uint64) error {
+	if cgroupID == 0 {
+		return errors.New("registering agent: cgroup id 0")
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.objs == nil {
+		return errors.New("registering agent: steering is closed")
+	}
+	if err := s.objs.Agents.Update(cgroupID, steerAgentInfo{}, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("registering agent cgroup %d: %w", cgroupID, err)
+	}
+	return nil
+}
+
+// UnregisterAgent forgets cgroupID: its later connects are denied. Forgetting
+// an unknown id is not an error.
+func (s *Steering) UnregisterAgent(cgroupID uint64) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.objs == nil {
+		return errors.New("unregistering agent: steering is closed")
+	}
+	err := s.objs.Agents.Delete(cgroupID)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("unregistering agent cgroup %d: %w", cgroupID, err)
+	}
+	return nil
+}
+
+// Origin looks up and deletes the record of an accepted proxy connection:
+// client is the agent's end (conn.RemoteAddr), local the proxy's
+// (conn.LocalAddr). A miss returns an error wrapping ErrNoOrigin. IPv4
+// destinations are returned as plain IPv4, whether the agent used a v4 or a
+// v4-mapped address.
+func (s *Steering) Origin(client, local netip.AddrPort) (Origin, error) {
+	if !client.IsValid() || !local.IsValid() {
+		return Origin{}, fmt.Errorf("looking up origin of %s -> %s: invalid address", client, local)
+	}
+	key := tupleKey(client, local)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.objs == nil {
+		return Origin{}, errors.New("looking up origin: steering is closed")
+	}
+	var m steerSkMeta
+	if err := s.objs.OrigByTuple.LookupAndDelete(&key, &m); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return Origin{}, fmt.Errorf("looking up origin of %s -> %s: %w", client, local, ErrNoOrigin)
+		}
+		return Origin{}, fmt.Errorf("looking up origin of %s -> %s: %w", client, local, err)
+	}
+	return originFromMeta(&m), nil
+}
+
+func tupleKey(client, local netip.AddrPort) steerTupleKey {
+	return steerTupleKey{
+		ClientAddr: addr16(client.Addr()),
+		ProxyAddr:  addr16(local.Addr()),
+		ClientPort: client.Port(),
+		ProxyPort:  local.Port(),
+	}
+}
+
+func originFromMeta(m *steerSkMeta) Origin {
+	return Origin{
+		Dst:      dstFrom(m.OrigAddr, m.OrigPort),
+		CgroupID: m.CgroupId,
+		PID:      m.Pid,
+		UID:      m.Uid,
+		GID:      m.Gid,
+		Comm:     commString(m.Comm),
+	}
+}
+
+// Close releases the maps and programs held by s. The pins stay, so the
+// kernel keeps steering: with no proxy listening, agents' connects are
+// refused. Closing twice is a no-op.
+func (s *Steering) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.objs == nil {
+		return nil
+	}
+	err := s.objs.Close()
+	s.objs = nil
+	if err != nil {
+		return fmt.Errorf("closing steering: %w", err)
+	}
+	return nil
+}
+
+// Remove unpins and removes everything under pinDir, which detaches the
+// links (once no process holds them open) and frees the maps: agents are then
+// no longer steered. It is for uninstall and tests. A missing pinDir is not
+// an error; a pinDir that is not on bpffs, or is a bpffs mount root, is
+// refused.
+func Remove(pinDir string) error {
+	if pinDir == "" || !filepath.IsAbs(pinDir) {
+		return fmt.Errorf("removing pins: %q is not an absolute path", pinDir)
+	}
+	pinDir = filepath.Clean(pinDir)
+	ok, err := onFS(pinDir, unix.BPF_FS_MAGIC)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("removing pins: %w", err)
+	}
+	if !ok {
+		return fmt.Errorf("removing pins: %s is not on bpffs", pinDir)
+	}
+	var dir, parent unix.Stat_t
+	if err := unix.Stat(pinDir, &dir); err != nil {
+		return fmt.Errorf("removing pins: %w", err)
+	}
+	if err := unix.Stat(filepath.Dir(pinDir), &parent); err != nil {
+		return fmt.Errorf("removing pins: %w", err)
+	}
+	if dir.Dev != parent.Dev {
+		return fmt.Errorf("removing pins: refusing to remove the bpffs mount at %s", pinDir)
+	}
+	if err := os.RemoveAll(pinDir); err != nil {
+		return fmt.Errorf("removing pins: %w", err)
+	}
+	return nil
+}
+
+// CgroupID returns the id of the cgroup2 directory at path (its inode
+// number), the value the programs see as the agent's identity.
+func CgroupID(path string) (uint64, error) {
+	ok, err := onFS(path, unix.CGROUP2_SUPER_MAGIC)
+	if err != nil {
+		return 0, fmt.Errorf("reading cgroup id: %w", err)
+	}
+	if !ok {
+		return 0, fmt.Errorf("reading cgroup id: %s is not on a cgroup2 file system", path)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, fmt.Errorf("reading cgroup id: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return 0, fmt.Errorf("reading cgroup id: %s is not a directory", path)
+	}
+	return st.Ino, nil
+}
+
+// cgroupAlive reports whether the cgroup with the given id still exists, by
+// opening it by file handle (cgroup2 handles are the 64-bit id) relative to
+// onPath, any path on the same cgroup2 mount.
+func cgroupAlive(onPath string, id uint64) (bool, error) {
+	mnt, err := os.Open(onPath)
+	if err != nil {
+		return false, fmt.Errorf("checking cgroup %d: %w", id, err)
+	}
+	defer mnt.Close()
+	var h [8]byte
+	binary.NativeEndian.PutUint64(h[:], id)
+	fd, err := unix.OpenByHandleAt(int(mnt.Fd()), unix.NewFileHandle(fileIDKernfs, h[:]),
+		unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	switch {
+	case err == nil:
+		unix.Close(fd)
+		return true, nil
+	case errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT):
+		return false, nil
+	}
+	return false, fmt.Errorf("checking cgroup %d: %w", id, err)
+}
+
+// fileIDKernfs is the file handle type of kernfs (cgroup2) handles.
+const fileIDKernfs = 0xfe
+
+// onFS reports whether path lives on a file system with the given magic.
+// The magic is compared as 32 bits: Statfs_t.Type is signed and 32 bits wide
+// on some architectures.
+func onFS(path string, magic uint32) (bool, error) {
+	var fs unix.Statfs_t
+	if err := unix.Statfs(path, &fs); err != nil {
+		return false, &os.PathError{Op: "statfs", Path: path, Err: err}
+	}
+	return uint32(fs.Type) == magic, nil
+}
+
+// ensureBPFFS mounts bpffs at /sys/fs/bpf unless it is mounted. An exclusive
+// flock on the directory serialises processes that race to mount it: the
+// loser then finds the mount and does not stack a second one on top.
+func ensureBPFFS() error {
+	if ok, err := onFS(bpffsRoot, unix.BPF_FS_MAGIC); err != nil {
+		return fmt.Errorf("checking bpffs: %w", err)
+	} else if ok {
+		return nil
+	}
+	d, err := os.Open(bpffsRoot)
+	if err != nil {
+		return fmt.Errorf("mounting bpffs: %w", err)
+	}
+	defer d.Close()
+	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("mounting bpffs: locking %s: %w", bpffsRoot, err)
+	}
+	if ok, err := onFS(bpffsRoot, unix.BPF_FS_MAGIC); err != nil {
+		return fmt.Errorf("checking bpffs: %w", err)
+	} else if ok {
+		return nil
+	}
+	if err := unix.Mount("bpffs", bpffsRoot, "bpf", 0, "mode=0700"); err != nil {
+		return fmt.Errorf("mounting bpffs at %s: %w", bpffsRoot, err)
+	}
+	return nil
+}

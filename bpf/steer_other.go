@@ -1,0 +1,44 @@
+//go:build !linux || !(386 || amd64 || arm || arm64 || loong64 || mips64le || mipsle || ppc64le || riscv64 || wasm)
+
+package bpf
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Steering is the loaded steering programs; on this platform there are none.
+type Steering struct{}
+
+// Load returns ErrNotSupported: the eBPF cgroup hooks exist on Linux only.
+func Load(cfg Config) (*Steering, error) {
+	return nil, fmt.Errorf("loading steering: %w", ErrNotSupported)
+}
+
+// RegisterAgent returns ErrNotSupported.
+func (s *Steering) RegisterAgent(cgroupID uint64) error {
+	return fmt.Errorf("registering agent: %w", ErrNotSupported)
+}
+
+// UnregisterAgent returns ErrNotSupported.
+func (s *Steering) UnregisterAgent(cgroupID uint64) error {
+	return fmt.Errorf("unregistering agent: %w", ErrNotSupported)
+}
+
+// Origin returns ErrNotSupported.
+func (s *Steering) Origin(client, local netip.AddrPort) (Origin, error) {
+	return Origin{}, fmt.Errorf("looking up origin: %w", ErrNotSupported)
+}
+
+// Close does nothing.
+func (s *Steering) Close() error { return nil }
+
+// Remove returns ErrNotSupported.
+func Remove(pinDir string) error {
+	return fmt.Errorf("removing pins: %w", ErrNotSupported)
+}
+
+// CgroupID returns ErrNotSupported.
+func CgroupID(path string) (uint64, error) {
+	return 0, fmt.Errorf("reading cgroup id: %w", ErrNotSupported)
+}
