@@ -1,0 +1,87 @@
+package vault
+
+import (
+	"fmt"
+	"os"
+	"sync"
+)
+
+// memguard panics (it does not return an error) when mlock fails, which
+// happens as soon as RLIMIT_MEMLOCK is reached. Every use of locked memory in
+// this package therefore first takes pages from a process-wide budget sized
+// from that limit, and waits while the budget is spent.
+
+const (
+	// reservedPages are left to memguard's key coffer (3 pages) and one spare.
+	reservedPages = 4
+	// maxBudgetPages caps the budget when the limit is very high or infinite.
+	maxBudgetPages = 1 << 16
+)
+
+// pageBudget is a weighted semaphore counted in pages of locked memory.
+type pageBudget struct {
+	mu    sync.Mutex
+	cond  *sync.Cond
+	free  int
+	total int
+}
+
+func newPageBudget(total int) *pageBudget {
+	b := &pageBudget{free: total, total: total}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+// acquire takes n pages, waiting until they are free. It fails at once if n
+// exceeds the whole budget, which no amount of waiting would fix.
+func (b *pageBudget) acquire(n int) error {
+	if n > b.total {
+		return fmt.Errorf("%w: need %d locked pages, the budget is %d", ErrMemlock, n, b.total)
+	}
+	b.mu.Lock()
+	for b.free < n {
+		b.cond.Wait()
+	}
+	b.free -= n
+	b.mu.Unlock()
+	return nil
+}
+
+// release returns n pages taken by acquire.
+func (b *pageBudget) release(n int) {
+	if n <= 0 {
+		return
+	}
+	b.mu.Lock()
+	b.free += n
+	b.mu.Unlock()
+	b.cond.Broadcast()
+}
+
+// budgetPages turns an RLIMIT_MEMLOCK soft limit in bytes into a budget.
+func budgetPages(limit uint64, pageSize int) int {
+	pages := limit / uint64(pageSize)
+	switch {
+	case pages <= reservedPages:
+		return 0
+	case pages-reservedPages > maxBudgetPages:
+		return maxBudgetPages
+	default:
+		return int(pages - reservedPages)
+	}
+}
+
+// pagesFor is the number of locked pages memguard uses for n bytes of data.
+func pagesFor(n int) int {
+	ps := os.Getpagesize()
+	if n < 1 {
+		return 1
+	}
+	return (n + ps - 1) / ps
+}
+
+// lockedPages is shared by every Vault in the process because the limit is
+// per process.
+var lockedPages = sync.OnceValue(func() *pageBudget {
+	return newPageBudget(budgetPages(memlockLimit(), os.Getpagesize()))
+})

@@ -1,0 +1,196 @@
+package vault
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	wrapping "github.com/hashicorp/go-kms-wrapping/v2"
+	"github.com/hashicorp/go-kms-wrapping/v2/aead"
+	"google.golang.org/protobuf/proto"
+)
+
+// Seal wraps and unwraps the vault's root key. Every go-kms-wrapping v2
+// wrapper (wrapping.Wrapper) satisfies it; the vault calls Decrypt once per
+// Open and Encrypt only when a vault is created. The vault binds everything
+// else locally, so no additional data is passed to the seal (transit ignores
+// it anyway).
+type Seal interface {
+	Type(context.Context) (wrapping.WrapperType, error)
+	KeyId(context.Context) (string, error)
+	Encrypt(ctx context.Context, plaintext []byte, opts ...wrapping.Option) (*wrapping.BlobInfo, error)
+	Decrypt(ctx context.Context, in *wrapping.BlobInfo, opts ...wrapping.Option) ([]byte, error)
+}
+
+var _ Seal = wrapping.Wrapper(nil)
+
+// minSealCiphertext guards the aead wrapper, which slices the first 12 bytes
+// of the ciphertext without checking (and panics on shorter input): a GCM
+// ciphertext is at least nonce plus tag.
+const minSealCiphertext = nonceLen + tagLen
+
+// CreateAEADKeyFile writes a new random 32-byte AEAD seal key, base64 on one
+// line, to path with mode 0600. It fails with ErrExists if path exists.
+func CreateAEADKeyFile(path string) error {
+	key := make([]byte, keyLen)
+	defer clear(key)
+	if _, err := rand.Read(key); err != nil {
+		return fmt.Errorf("creating key file %s: reading random bytes: %w", path, err)
+	}
+	line := b64.AppendEncode(nil, key)
+	line = append(line, '\n')
+	defer clear(line)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("creating key file %s: %w", path, ErrExists)
+		}
+		return fmt.Errorf("creating key file: %w", err)
+	}
+	_, err = f.Write(line)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("writing key file %s: %w", path, err)
+	}
+	return nil
+}
+
+// AEADSeal loads a key file written by CreateAEADKeyFile and returns a local
+// AES-256-GCM seal (go-kms-wrapping's aead wrapper) over it. It refuses a key
+// file that is not a regular file or that group or other may access. The key
+// ID is a fingerprint of the key, so different key files never share one.
+func AEADSeal(ctx context.Context, keyFile string) (Seal, error) {
+	f, err := os.Open(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("opening seal key file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("checking seal key file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("seal key file %s: %w: not a regular file", keyFile, ErrInvalid)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("seal key file %s: %w: mode %04o lets group or other access it (chmod 600)", keyFile, ErrInvalid, perm)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 1024))
+	defer clear(data)
+	if err != nil {
+		return nil, fmt.Errorf("reading seal key file: %w", err)
+	}
+	key, err := parseKeyFile(data)
+	if err != nil {
+		return nil, fmt.Errorf("seal key file %s: %w", keyFile, err)
+	}
+	w := aead.NewWrapper()
+	if _, err := w.SetConfig(ctx, wrapping.WithKeyId(aeadKeyID(key))); err != nil {
+		clear(key)
+		return nil, fmt.Errorf("configuring aead seal: %w", err)
+	}
+	// The wrapper keeps key (it has no way to take locked memory).
+	if err := w.SetAesGcmKeyBytes(key); err != nil {
+		clear(key)
+		return nil, fmt.Errorf("configuring aead seal: %w", err)
+	}
+	return w, nil
+}
+
+// parseKeyFile decodes a key file: base64 of 32 bytes, surrounding white
+// space allowed. The error never repeats the content.
+func parseKeyFile(data []byte) ([]byte, error) {
+	s := bytes.TrimSpace(data)
+	key := make([]byte, b64.DecodedLen(len(s)))
+	n, err := b64.Decode(key, s)
+	if err != nil || n != keyLen {
+		clear(key)
+		return nil, fmt.Errorf("%w: want base64 of %d bytes", ErrInvalid, keyLen)
+	}
+	return key[:n], nil
+}
+
+// aeadKeyID names an AEAD key by a domain-separated hash of it.
+func aeadKeyID(key []byte) string {
+	h := sha256.New()
+	h.Write([]byte("wirken/aead-key-id\x00"))
+	h.Write(key)
+	return "aead-" + hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// pickSeal chooses the seal entry the seal can open: the one with the seal's
+// type and key ID, else the only entry of the seal's type (a KMS whose key ID
+// names a key version, like transit, reports a new ID after rotation).
+func pickSeal(ctx context.Context, seal Seal, entries []sealEntry) (int, error) {
+	typ, err := seal.Type(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("reading seal type: %w", err)
+	}
+	kid, err := seal.KeyId(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("reading seal key id: %w", err)
+	}
+	sameType := -1
+	n := 0
+	for i, e := range entries {
+		if e.Type != typ.String() {
+			continue
+		}
+		if e.KeyID == kid {
+			return i, nil
+		}
+		sameType = i
+		n++
+	}
+	if n == 1 {
+		return sameType, nil
+	}
+	var have []string
+	for _, e := range entries {
+		have = append(have, e.Type+"/"+e.KeyID)
+	}
+	return 0, fmt.Errorf("%w: no seal entry for type %q key id %q (file has %q)", ErrSeal, typ.String(), kid, have)
+}
+
+// unwrapRoot makes the one KMS call: it unwraps a root key blob with seal.
+// A panic inside the wrapper is turned into an error: the blob comes from a
+// file that may be corrupt.
+func unwrapRoot(ctx context.Context, seal Seal, raw []byte) (root []byte, err error) {
+	blob := new(wrapping.BlobInfo)
+	if err := proto.Unmarshal(raw, blob); err != nil {
+		return nil, fmt.Errorf("%w: wrapped root key does not decode", ErrCorrupt)
+	}
+	if len(blob.Ciphertext) < minSealCiphertext {
+		return nil, fmt.Errorf("%w: wrapped root key is too short", ErrCorrupt)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			root, err = nil, fmt.Errorf("%w: seal failed on the wrapped root key", ErrSeal)
+		}
+	}()
+	pt, err := seal.Decrypt(ctx, blob)
+	if err != nil {
+		return nil, fmt.Errorf("%w: unwrapping the root key: %w", ErrSeal, err)
+	}
+	if len(pt) != keyLen {
+		clear(pt)
+		return nil, fmt.Errorf("%w: unwrapped root key is %d bytes, want %d", ErrSeal, len(pt), keyLen)
+	}
+	return pt, nil
+}
