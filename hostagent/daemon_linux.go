@@ -196,11 +196,11 @@ func (d *Daemon) Reload() error {
 // applyPolicy creates and registers the cgroups of the policy's agents, unregisters agents
 // that are gone, and only then publishes the policy. Its load is audited.
 func (d *Daemon) applyPolicy(pol *policy.Policy) error {
-	if _, err := d.audit.Append(audit.Record{Type: "policy.load", Decision: "accept", Policy: pol.Digest()}); err != nil {
-		return fmt.Errorf("auditing policy load: %w", err)
-	}
 	if err := d.agents.sync(pol.Agents(), filepath.Join(d.root, "agents"), d.steer, d.log); err != nil {
 		return err
+	}
+	if _, err := d.audit.Append(audit.Record{Type: "policy.load", Decision: "accept", Policy: pol.Digest()}); err != nil {
+		return fmt.Errorf("auditing policy load: %w", err)
 	}
 	d.policy.p.Store(pol)
 	d.log.Info("policy loaded", "file", d.cfg.Policy, "digest", pol.Digest()[:12], "agents", len(pol.Agents()))

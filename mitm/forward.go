@@ -75,6 +75,10 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 	out.RequestURI = ""
 	out.Close = false // an agent's Connection: close must not tear down the pooled upstream connection
 	if c := g.Credential; c != nil {
+		// The agent holds no real secret, so its own credentials toward a credentialed host can
+		// only be placeholders or an attempt to smuggle something out: drop them.
+		out.Header.Del("Authorization")
+		out.Header.Del("Proxy-Authorization")
 		err := p.cfg.Secrets.WithSecret(c.Secret, host, func(secret []byte) error {
 			out.Header.Set(c.Header, c.Render(secret))
 			return nil

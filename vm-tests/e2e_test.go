@@ -486,6 +486,28 @@ func TestWalkingSkeleton(t *testing.T) {
 		}
 	})
 
+	t.Run("a bad policy is refused and the last good one keeps serving", func(t *testing.T) {
+		polFile := filepath.Join(e.dir, "policy.toml")
+		good, err := os.ReadFile(polFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, polFile, append(append([]byte(nil), good...), "\n[[rules]]\nname = \"x\"\nagent = \"nobody-here\"\nhosts = [\"a.test\"]\n"...))
+		defer write(t, polFile, good)
+		r := e.wirken(nil, "reload")
+		if r.code == 0 || !strings.Contains(r.stderr, "policy.toml:") || !strings.Contains(r.stderr, "rules[1].agent") {
+			t.Fatalf("reload of a bad policy: exit %d, stderr %q; want a refusal naming file, line and field", r.code, r.stderr)
+		}
+		e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo", "--fail")...).mustSucceed(t)
+		var rejected bool
+		for _, rec := range e.records("policy.load") {
+			rejected = rejected || rec["decision"] == "reject"
+		}
+		if !rejected {
+			t.Fatal("the refused reload is not in the audit log")
+		}
+	})
+
 	t.Run("daemon killed: agents fail closed", func(t *testing.T) {
 		before := len(e.api.seen())
 		e.killDaemon()
