@@ -43,11 +43,16 @@ type Daemon struct {
 
 // Run starts the daemon and serves until ctx is done. ready, if not nil, is closed once agents
 // can be launched.
-func Run(ctx context.Context, cfg *Config, log *slog.Logger, tp trace.TracerProvider, ready chan<- struct{}) (err error) {
+func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{}) (err error) {
 	if os.Geteuid() != 0 {
 		return errors.New("the daemon must run as root (it loads eBPF programs and manages cgroups)")
 	}
-	d := &Daemon{cfg: cfg, log: log, tracer: tp.Tracer("github.com/wirken/wirken")}
+	log := tel.Logger
+	d := &Daemon{cfg: cfg, log: log, tracer: tel.Tracer.Tracer(instrumentation)}
+	met, err := newMetrics(tel.Meter.Meter(instrumentation))
+	if err != nil {
+		return err
+	}
 	d.agents.byID = map[uint64]string{}
 	d.agents.byName = map[string]agentCgroup{}
 
@@ -134,7 +139,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, tp trace.TracerProv
 		Steering:      steeringAdapter{d},
 		Policy:        &d.policy,
 		Secrets:       d.vault,
-		Recorder:      &recorder{log: d.audit, tracer: d.tracer, logger: log},
+		Recorder:      &recorder{log: d.audit, tracer: d.tracer, metrics: met, logger: log},
 		Logger:        log,
 	})
 	if err != nil {

@@ -5,15 +5,12 @@ package hostagent
 import (
 	"context"
 	"errors"
-	"log/slog"
-
-	"go.opentelemetry.io/otel/trace"
 )
 
 var errLinuxOnly = errors.New("wirken's host agent runs on Linux only")
 
 // Run is only available on Linux.
-func Run(context.Context, *Config, *slog.Logger, trace.TracerProvider, chan<- struct{}) error {
+func Run(context.Context, *Config, Telemetry, chan<- struct{}) error {
 	return errLinuxOnly
 }
 

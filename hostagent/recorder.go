@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 
@@ -18,9 +19,18 @@ type appender interface {
 
 // recorder turns the proxy's events into durable audit records and OTel spans.
 type recorder struct {
-	log    appender
-	tracer trace.Tracer
-	logger *slog.Logger
+	log     appender
+	tracer  trace.Tracer
+	metrics *metrics
+	logger  *slog.Logger
+}
+
+// append writes one record and measures how long it took to become durable.
+func (r *recorder) append(rec audit.Record) (audit.Entry, error) {
+	start := time.Now()
+	ent, err := r.log.Append(rec)
+	r.metrics.appended(start, err)
+	return ent, err
 }
 
 func (r *recorder) record(e mitm.Event) audit.Record {
@@ -45,7 +55,8 @@ func (r *recorder) Deny(ctx context.Context, e mitm.Event) {
 		sc := span.SpanContext()
 		rec.TraceID, rec.SpanID = sc.TraceID().String(), sc.SpanID().String()
 	}
-	ent, err := r.log.Append(rec)
+	r.metrics.denied(e.Agent, e.Kind)
+	ent, err := r.append(rec)
 	if err != nil {
 		r.logger.Error("audit log write failed", "record", rec.Type, "err", err)
 	}
@@ -63,8 +74,10 @@ func (r *recorder) Begin(ctx context.Context, e mitm.Event) (context.Context, fu
 	if sc.IsValid() {
 		rec.TraceID, rec.SpanID = sc.TraceID().String(), sc.SpanID().String()
 	}
-	ent, err := r.log.Append(rec)
+	ent, err := r.append(rec)
+	start := time.Now()
 	if err != nil {
+		r.logger.Error("AUDIT LOG UNAVAILABLE: refusing to forward requests until it can be written", "err", err)
 		audit.EndSpan(span, 503, "deny", audit.Entry{}, err)
 		return ctx, nil, fmt.Errorf("writing audit record: %w", err)
 	}
@@ -77,9 +90,10 @@ func (r *recorder) Begin(ctx context.Context, e mitm.Event) (context.Context, fu
 		if ferr != nil {
 			res.Reason = ferr.Error()
 		}
-		if _, err := r.log.Append(res); err != nil {
+		if _, err := r.append(res); err != nil {
 			r.logger.Error("audit log write failed", "record", res.Type, "err", err)
 		}
+		r.metrics.finished(e.Agent, status, start)
 		audit.EndSpan(span, status, "allow", ent, ferr)
 	}
 	return ctx, finish, nil

@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
@@ -28,7 +31,12 @@ func TestRecorder(t *testing.T) {
 	}
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	r := &recorder{log: l, tracer: tp.Tracer("test"), logger: logger}
+	reader := sdkmetric.NewManualReader()
+	met, err := newMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &recorder{log: l, tracer: tp.Tracer("test"), metrics: met, logger: logger}
 
 	ev := mitm.Event{
 		Kind: "credential.use", Agent: "demo", Dst: netip.MustParseAddrPort("127.0.0.2:443"),
@@ -63,6 +71,31 @@ func TestRecorder(t *testing.T) {
 		}
 	}
 
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					counts[m.Name] += p.Value
+				}
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					counts[m.Name] += int64(p.Count)
+				}
+			}
+		}
+	}
+	for name, want := range map[string]int64{"wirken.requests": 1, "wirken.denials": 1, "wirken.request.duration": 1, "wirken.audit.lag": 3} {
+		if counts[name] != want {
+			t.Errorf("metric %s = %d, want %d (all: %v)", name, counts[name], want, counts)
+		}
+	}
+
 	spans := exp.GetSpans()
 	if len(spans) != 2 {
 		t.Fatalf("%d spans; want 2 (the request and the denial)", len(spans))
@@ -88,7 +121,8 @@ func (failingAppender) Append(audit.Record) (audit.Entry, error) {
 }
 
 func TestRecorderFailsClosed(t *testing.T) {
-	r := &recorder{log: failingAppender{}, tracer: sdktrace.NewTracerProvider().Tracer("t"), logger: slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))}
+	met, _ := newMetrics(metricnoop.NewMeterProvider().Meter("t"))
+	r := &recorder{log: failingAppender{}, tracer: sdktrace.NewTracerProvider().Tracer("t"), metrics: met, logger: slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))}
 	_, finish, err := r.Begin(context.Background(), mitm.Event{Kind: "credential.use", Agent: "demo"})
 	if err == nil || finish != nil {
 		t.Fatal("Begin succeeded although the audit record could not be written")

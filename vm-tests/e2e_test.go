@@ -16,11 +16,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 )
 
 // wirkenBin is built once by TestMain from this checkout.
@@ -99,6 +102,7 @@ type env struct {
 	api      *upstream // api.example.test on 127.0.0.2:443, has a rule and a credential
 	other    *upstream // evil.example.test on 127.0.0.3:443, has no rule
 	upCA     *testCA
+	otlp     *otlpReceiver
 	daemonMu sync.Mutex
 }
 
@@ -171,6 +175,7 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(e.cleanup)
 
+	e.otlp = startOTLPReceiver(t)
 	e.api = startUpstream(t, "127.0.0.2:443", e.upCA.leaf(t, "api.example.test"))
 	e.other = startUpstream(t, "127.0.0.3:443", e.upCA.leaf(t, "evil.example.test"))
 	write(t, filepath.Join(dir, "upstream-ca.pem"), e.upCA.pem)
@@ -276,7 +281,11 @@ func (e *env) startDaemon() {
 	t := e.t
 	cmd := exec.Command(wirkenBin, "run", "--config", e.config)
 	cmd.Stdout, cmd.Stderr = e.logs, e.logs
-	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none")
+	cmd.Env = append(os.Environ(),
+		"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+e.otlp.addr,
+		"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+		"OTEL_BSP_SCHEDULE_DELAY=100",
+		"OTEL_METRIC_EXPORT_INTERVAL=300")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +384,7 @@ func TestWalkingSkeleton(t *testing.T) {
 	e := newEnv(t)
 
 	t.Run("agent gets its credential injected", func(t *testing.T) {
-		r := e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo", "--fail-with-body")...).mustSucceed(t)
+		r := e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo?q=1", "--fail-with-body")...).mustSucceed(t)
 		var body map[string]string
 		if err := json.Unmarshal([]byte(r.stdout), &body); err != nil || body["path"] != "/echo" {
 			t.Fatalf("curl got %q (%v); want the echo upstream's JSON", r.stdout, err)
@@ -483,6 +492,53 @@ func TestWalkingSkeleton(t *testing.T) {
 		r = e.wirken(nil, "audit", "verify", "--log", bad)
 		if r.code != 1 || !strings.Contains(r.stderr, "TAMPERED") {
 			t.Fatalf("tampered log: exit %d, stderr %q; want exit 1 naming the bad record", r.code, r.stderr)
+		}
+	})
+
+	t.Run("spans and metrics arrive over OTLP with the audit seq and no secret", func(t *testing.T) {
+		use := e.records("credential.use")
+		if len(use) == 0 {
+			t.Fatal("no credential.use record")
+		}
+		seq := strconv.FormatInt(int64(use[0]["seq"].(float64)), 10)
+		var got map[string]string
+		e.otlp.waitFor(t, "the credential.use span", func(spans []*tracepb.Span, _ map[string]bool) bool {
+			for _, s := range spans {
+				if a := spanAttrs(s); a["wirken.audit.seq"] == seq {
+					got = a
+					return true
+				}
+			}
+			return false
+		})
+		for k, want := range map[string]string{
+			"wirken.agent": "demo", "wirken.credential": "api", "wirken.rule": "demo-api",
+			"http.request.method": "GET", "server.address": "api.example.test",
+			"url.full": "https://api.example.test/echo", "http.response.status_code": "200",
+		} {
+			if got[k] != want {
+				t.Errorf("span attribute %s = %q, want %q", k, got[k], want)
+			}
+		}
+		if got["wirken.audit.leaf_hash"] == "" {
+			t.Error("span has no audit leaf hash")
+		}
+		e.otlp.waitFor(t, "a denial span", func(spans []*tracepb.Span, _ map[string]bool) bool {
+			for _, s := range spans {
+				if spanAttrs(s)["wirken.decision"] == "deny" {
+					return true
+				}
+			}
+			return false
+		})
+		e.otlp.waitFor(t, "the request metrics", func(_ []*tracepb.Span, m map[string]bool) bool {
+			return m["wirken.requests"] && m["wirken.audit.lag"] && m["wirken.denials"]
+		})
+		e.otlp.mu.Lock()
+		raw := string(e.otlp.raw)
+		e.otlp.mu.Unlock()
+		if strings.Contains(raw, e.canary) {
+			t.Fatal("the secret was exported over OTLP")
 		}
 	})
 

@@ -35,16 +35,16 @@ func cmdRun(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	tp, shutdown, err := setupTracing(ctx, logger)
+	tel, shutdown, err := setupTelemetry(ctx, logger)
+	defer func() {
+		if err := shutdown(context.Background()); err != nil {
+			logger.Warn("flushing telemetry", "err", err)
+		}
+	}()
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err := shutdown(context.Background()); err != nil {
-			logger.Warn("flushing spans", "err", err)
-		}
-	}()
-	return hostagent.Run(ctx, cfg, logger, tp, nil)
+	return hostagent.Run(ctx, cfg, tel, nil)
 }
 
 func cmdExec(args []string) error {
