@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # Debian packages the tests and `make generate` need.
 DEB_PKGS := clang-14 llvm-14 libbpf-dev curl iproute2 ca-certificates
 
-.PHONY: all build generate check-generate run test unit deps lint clean
+.PHONY: all build generate check-generate run test test-jaeger unit deps lint clean
 
 all: build
 
@@ -60,5 +60,14 @@ unit:
 test: deps lint check-generate
 	$(GO) test -count=1 -timeout 30m ./...
 
+## test-jaeger: build Jaeger v1.76.0 from its own pinned module (vm-tests/jaeger; about 8 minutes
+## the first time), run it on loopback and check an agent's spans arrive with their audit seq
+JAEGER := vm-tests/.cache/jaeger
+$(JAEGER): vm-tests/jaeger/go.mod vm-tests/jaeger/go.sum
+	cd vm-tests/jaeger && $(GO) build -o ../.cache/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
+
+test-jaeger: deps $(JAEGER)
+	WIRKEN_JAEGER_BIN=$(abspath $(JAEGER)) $(GO) test -count=1 -tags jaeger -run TestJaeger -v ./vm-tests
+
 clean:
-	rm -rf bin
+	rm -rf bin vm-tests/.cache

@@ -9,9 +9,15 @@ import (
 	"strings"
 )
 
-// cgroup2Mount returns the first cgroup2 mount point listed in a mountinfo stream. On hybrid
-// hosts that is /sys/fs/cgroup/unified; on unified hosts /sys/fs/cgroup.
-func cgroup2Mount(mountinfo io.Reader) (string, error) {
+// mount is a cgroup2 mount: where it is, and which cgroup it shows at its top.
+type mount struct {
+	point string
+	root  string
+}
+
+// cgroup2Mount returns the first cgroup2 mount listed in a mountinfo stream. On hybrid hosts
+// that is /sys/fs/cgroup/unified; on unified hosts /sys/fs/cgroup.
+func cgroup2Mount(mountinfo io.Reader) (mount, error) {
 	s := bufio.NewScanner(mountinfo)
 	s.Buffer(make([]byte, 0, 64*1024), 1024*1024)
 	for s.Scan() {
@@ -25,12 +31,12 @@ func cgroup2Mount(mountinfo io.Reader) (string, error) {
 		if len(f) < 5 || len(r) < 1 || r[0] != "cgroup2" {
 			continue
 		}
-		return unescapeMount(f[4]), nil
+		return mount{point: unescapeMount(f[4]), root: unescapeMount(f[3])}, nil
 	}
 	if err := s.Err(); err != nil {
-		return "", fmt.Errorf("reading mountinfo: %w", err)
+		return mount{}, fmt.Errorf("reading mountinfo: %w", err)
 	}
-	return "", errors.New("no cgroup2 mount found in /proc/self/mountinfo")
+	return mount{}, errors.New("no cgroup2 mount found in /proc/self/mountinfo")
 }
 
 // unescapeMount undoes the octal escapes (\040 for space, ...) mountinfo uses.
@@ -61,15 +67,21 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
-// cgroupLevel is the cgroup depth of dir below the cgroup2 mount (the mount itself is 0), the
-// number bpf_get_current_ancestor_cgroup_id expects.
-func cgroupLevel(mount, dir string) (uint32, error) {
-	rel, err := filepath.Rel(mount, dir)
+// cgroupLevel is the cgroup depth of dir in the whole cgroup2 hierarchy (its root is 0), the
+// number bpf_get_current_ancestor_cgroup_id expects. mountRoot is the cgroup the mount shows at
+// its top: "/" on a host, deeper inside a cgroup namespace.
+func cgroupLevel(mountPoint, mountRoot, dir string) (uint32, error) {
+	rel, err := filepath.Rel(mountPoint, dir)
 	if err != nil || strings.HasPrefix(rel, "..") {
-		return 0, fmt.Errorf("%s is not below the cgroup2 mount %s", dir, mount)
+		return 0, fmt.Errorf("%s is not below the cgroup2 mount %s", dir, mountPoint)
 	}
-	if rel == "." {
-		return 0, nil
+	return depth(mountRoot) + depth(rel), nil
+}
+
+func depth(p string) uint32 {
+	p = strings.Trim(filepath.Clean("/"+p), "/")
+	if p == "" {
+		return 0
 	}
-	return uint32(len(strings.Split(rel, string(filepath.Separator)))), nil
+	return uint32(len(strings.Split(p, "/")))
 }

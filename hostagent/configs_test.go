@@ -1,10 +1,13 @@
 package hostagent
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/wirken/wirken/policy"
 )
@@ -37,6 +40,8 @@ func TestConfigsParse(t *testing.T) {
 				if len(p.Agents()) == 0 {
 					t.Fatal("example policy has no agents")
 				}
+			case strings.HasSuffix(base, ".yaml"):
+				checkCollectorConfig(t, f)
 			default:
 				t.Fatalf("no test parses %s: add one here", base)
 			}
@@ -73,5 +78,45 @@ func TestParseConfigDefaults(t *testing.T) {
 	if c.StateDir != "/etc/wirken/state" || c.Vault.File != "/etc/wirken/state/vault.wkv" ||
 		c.Policy != "/etc/wirken/policy.toml" || c.Proxy.Port != 15001 || c.BPF.PinDir != "/sys/fs/bpf/wirken/v1" {
 		t.Fatalf("defaults not applied: %+v", c)
+	}
+}
+
+// checkCollectorConfig parses an OTel Collector config and checks that every pipeline names
+// components that are defined.
+func checkCollectorConfig(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Receivers  map[string]any `yaml:"receivers"`
+		Processors map[string]any `yaml:"processors"`
+		Exporters  map[string]any `yaml:"exporters"`
+		Service    struct {
+			Pipelines map[string]struct {
+				Receivers  []string `yaml:"receivers"`
+				Processors []string `yaml:"processors"`
+				Exporters  []string `yaml:"exporters"`
+			} `yaml:"pipelines"`
+		} `yaml:"service"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if _, ok := cfg.Service.Pipelines["traces"]; !ok {
+		t.Fatal("no traces pipeline")
+	}
+	for name, p := range cfg.Service.Pipelines {
+		for kind, list := range map[string][]string{"receiver": p.Receivers, "processor": p.Processors, "exporter": p.Exporters} {
+			defined := map[string]map[string]any{"receiver": cfg.Receivers, "processor": cfg.Processors, "exporter": cfg.Exporters}[kind]
+			for _, c := range list {
+				if _, ok := defined[c]; !ok {
+					t.Errorf("pipeline %s uses undefined %s %q", name, kind, c)
+				}
+			}
+		}
 	}
 }

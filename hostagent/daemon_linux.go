@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 
@@ -24,6 +25,9 @@ import (
 	"github.com/wirken/wirken/policy"
 	"github.com/wirken/wirken/vault"
 )
+
+// shutdownGrace is how long requests in flight may take to finish when the daemon stops.
+const shutdownGrace = 10 * time.Second
 
 // Daemon is a running wirken host agent.
 type Daemon struct {
@@ -39,6 +43,8 @@ type Daemon struct {
 
 	root   string // <cgroup2>/<cfg.Cgroup.Root>
 	agents registry
+
+	reloadMu sync.Mutex // one policy change at a time (SIGHUP and the control socket)
 }
 
 // Run starts the daemon and serves until ctx is done. ready, if not nil, is closed once agents
@@ -114,7 +120,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		}
 	}()
 
-	level, err := cgroupLevel(d.mount(), filepath.Join(d.root, "agents"))
+	level, err := cgroupLevel(d.agents.mount, d.agents.mountRoot, filepath.Join(d.root, "agents"))
 	if err != nil {
 		return err
 	}
@@ -156,7 +162,15 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		}()
 	}
 	defer wg.Wait()
-	defer d.proxy.Close()
+	defer func() {
+		// Let requests in flight finish (and their results be recorded) before the audit log
+		// and the vault close; connections still open after the grace period are cut.
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		if err := d.proxy.Shutdown(ctx); err != nil {
+			log.Warn("connections still open at shutdown were closed", "grace", shutdownGrace)
+		}
+	}()
 
 	ctl, err := d.serveControl()
 	if err != nil {
@@ -188,6 +202,8 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 
 // Reload re-reads the policy file. A bad file is refused and the last good policy keeps serving.
 func (d *Daemon) Reload() error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
 	pol, err := policy.Load(d.cfg.Policy)
 	if err != nil {
 		if _, aerr := d.audit.Append(audit.Record{Type: "policy.load", Decision: "reject", Reason: err.Error()}); aerr != nil {
@@ -212,8 +228,6 @@ func (d *Daemon) applyPolicy(pol *policy.Policy) error {
 	return nil
 }
 
-func (d *Daemon) mount() string { return d.agents.mount }
-
 // setupCgroups creates <cgroup2>/<root>/{daemon,agents} and moves the daemon into daemon/,
 // which no steering program is attached to.
 func (d *Daemon) setupCgroups() error {
@@ -226,8 +240,9 @@ func (d *Daemon) setupCgroups() error {
 	if err != nil {
 		return err
 	}
-	d.agents.mount = mount
-	d.root = filepath.Join(mount, d.cfg.Cgroup.Root)
+	d.agents.mount = mount.point
+	d.agents.mountRoot = mount.root
+	d.root = filepath.Join(mount.point, d.cfg.Cgroup.Root)
 	for _, dir := range []string{d.root, filepath.Join(d.root, "daemon"), filepath.Join(d.root, "agents")} {
 		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("creating cgroup %s: %w", dir, err)

@@ -16,9 +16,10 @@ func Run(context.Context, *Config, Telemetry, chan<- struct{}) error {
 
 // ExecSpec says what to launch as which agent.
 type ExecSpec struct {
-	Agent string
-	User  string
-	Argv  []string
+	Agent     string
+	User      string
+	AllowRoot bool
+	Argv      []string
 }
 
 // Exec is only available on Linux.

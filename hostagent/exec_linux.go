@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"os/user"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,9 +22,10 @@ var caEnv = []string{"SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "N
 
 // ExecSpec says what to launch as which agent.
 type ExecSpec struct {
-	Agent string
-	User  string // overrides the policy's user for the agent; "" keeps it
-	Argv  []string
+	Agent     string
+	User      string // overrides the policy's user for the agent; "" keeps it
+	AllowRoot bool   // let the agent run as uid 0 (it could then leave its cgroup)
+	Argv      []string
 }
 
 // Exec starts spec.Argv inside the agent's cgroup from its first instruction (clone3 with
@@ -50,26 +52,30 @@ func Exec(ctx context.Context, c *Client, spec ExecSpec) (int, error) {
 		return 0, fmt.Errorf("agent cgroup %s changed under us (id %d, daemon registered %d)", info.Cgroup, st.Ino, info.CgroupID)
 	}
 
-	cmd := exec.CommandContext(ctx, spec.Argv[0], spec.Argv[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = agentEnv(os.Environ(), info)
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
 	who := spec.User
 	if who == "" {
 		who = info.User
 	}
-	if who != "" {
-		cred, home, err := lookupUser(who)
-		if err != nil {
-			return 0, err
-		}
-		cmd.SysProcAttr.Credential = cred
-		cmd.Env = setEnv(cmd.Env, "HOME", home)
-		cmd.Env = setEnv(cmd.Env, "USER", who)
-		cmd.Env = setEnv(cmd.Env, "LOGNAME", who)
+	if who == "" {
+		return 0, fmt.Errorf("agent %s has no user: set `user` in the policy or pass --user (agents do not run as root)", spec.Agent)
 	}
+	cred, home, err := lookupUser(who)
+	if err != nil {
+		return 0, err
+	}
+	if cred.Uid == 0 && !spec.AllowRoot {
+		return 0, fmt.Errorf("agent %s would run as root (user %s), which could leave its cgroup and read wirken's keys; pass --allow-root if you mean it", spec.Agent, who)
+	}
+
+	cmd := exec.CommandContext(ctx, spec.Argv[0], spec.Argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = agentEnv(os.Environ(), info)
+	cmd.Env = setEnv(cmd.Env, "HOME", home)
+	cmd.Env = setEnv(cmd.Env, "USER", who)
+	cmd.Env = setEnv(cmd.Env, "LOGNAME", who)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Credential: cred}
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	if err := cmd.Start(); err != nil {
+	if err := startNoNewPrivs(cmd); err != nil {
 		return 0, fmt.Errorf("starting %s in agent %s: %w", spec.Argv[0], spec.Agent, err)
 	}
 	sigs := make(chan os.Signal, 4)
@@ -92,6 +98,22 @@ func Exec(ctx context.Context, c *Client, spec ExecSpec) (int, error) {
 		return 0, fmt.Errorf("running %s: %w", spec.Argv[0], err)
 	}
 	return 0, nil
+}
+
+// startNoNewPrivs starts cmd with no_new_privs set, so the agent can never gain privileges
+// through a setuid or file-capability binary (sudo, ping). The flag is per thread and inherited
+// by the child, so it is set on a locked thread that is then discarded.
+func startNoNewPrivs(cmd *exec.Cmd) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with this goroutine
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			errc <- fmt.Errorf("setting no_new_privs: %w", err)
+			return
+		}
+		errc <- cmd.Start()
+	}()
+	return <-errc
 }
 
 // agentEnv is the caller's environment with the trust variables pointed at the wirken bundle.

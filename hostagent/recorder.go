@@ -83,8 +83,11 @@ func (r *recorder) Begin(ctx context.Context, e mitm.Event) (context.Context, fu
 	}
 	finish := func(status int, n int64, ferr error) {
 		res := r.record(e)
+		// credential.result closes a credential.use; request.result any other forwarded request.
 		res.Type, res.Status, res.Bytes = "request.result", status, n
-		res.Credential = ""
+		if e.Kind == "credential.use" {
+			res.Type = "credential.result"
+		}
 		res.TraceID, res.SpanID = rec.TraceID, rec.SpanID
 		res.Detail = fmt.Sprintf("result of seq %d", ent.Seq)
 		if ferr != nil {

@@ -65,7 +65,7 @@ func TestRecorder(t *testing.T) {
 		t.Fatalf("verify: %d records, %v; want 3 valid", sum.Records, err)
 	}
 	onDisk, _ = os.ReadFile(path)
-	for _, want := range []string{`"type":"request.result"`, `"status":200`, `"bytes":1234`, `"type":"request.deny"`, `"decision":"deny"`} {
+	for _, want := range []string{`"type":"credential.result"`, `"status":200`, `"bytes":1234`, `"type":"request.deny"`, `"decision":"deny"`} {
 		if !strings.Contains(string(onDisk), want) {
 			t.Errorf("audit log lacks %s", want)
 		}

@@ -21,7 +21,8 @@ type agentCgroup struct {
 
 // registry maps agent cgroups to agent names, in step with the policy and the kernel map.
 type registry struct {
-	mount string
+	mount     string // where cgroup2 is mounted
+	mountRoot string // which cgroup the mount shows at its top ("/" unless in a cgroup namespace)
 
 	mu     sync.RWMutex
 	byID   map[uint64]string

@@ -37,11 +37,22 @@ type CA struct {
 	leaves map[string]*leafEntry
 }
 
+// leafEntry is one name's leaf. Its fields are written once, before done is closed, and only
+// read after: waiting on done is what makes reading them safe.
 type leafEntry struct {
-	once    sync.Once
+	done    chan struct{}
 	cert    *tls.Certificate
 	err     error
 	expires time.Time
+}
+
+func (e *leafEntry) ready() bool {
+	select {
+	case <-e.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // GenerateCA creates a new ECDSA P-256 CA and writes the certificate (0644) and the key (0600).
@@ -158,22 +169,25 @@ func (ca *CA) Leaf(name string) (*tls.Certificate, error) {
 	now := time.Now()
 	ca.mu.Lock()
 	e := ca.leaves[name]
-	if e != nil && e.cert != nil && now.After(e.expires) {
+	if e != nil && e.ready() && e.err == nil && now.After(e.expires) {
 		e = nil
 	}
-	if e == nil {
+	mint := e == nil
+	if mint {
 		if len(ca.leaves) >= leafCacheSize {
 			// Crude but bounded: start over. Minting is ~0.15 ms, so this is cheap.
 			clear(ca.leaves)
 		}
-		e = &leafEntry{}
+		e = &leafEntry{done: make(chan struct{})}
 		ca.leaves[name] = e
 	}
 	ca.mu.Unlock()
-	e.once.Do(func() {
+	if mint {
 		e.cert, e.err = ca.mint(name, now)
 		e.expires = now.Add(leafRenew)
-	})
+		close(e.done)
+	}
+	<-e.done
 	if e.err != nil {
 		ca.mu.Lock()
 		if ca.leaves[name] == e {

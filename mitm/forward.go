@@ -1,6 +1,7 @@
 package mitm
 
 import (
+	"container/list"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -29,37 +30,52 @@ const RuleHeader = "X-Wirken-Rule"
 // "wirken:", so the agent and its operator can tell why.
 func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Response, error) {
 	s := ctx.UserData.(*session)
+	s.conn.serving()
+	resp := p.serve(req, s)
+	if _, upgraded := resp.Body.(io.Writer); !upgraded {
+		if cb, ok := resp.Body.(*countingBody); ok {
+			cb.next = func() { s.conn.awaitRequest(p.cfg.IdleTimeout) }
+		} else {
+			s.conn.awaitRequest(p.cfg.IdleTimeout)
+		}
+	}
+	return resp, nil
+}
+
+func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	o := s.origin
-	host := strings.ToLower(strings.TrimSuffix(req.URL.Hostname(), "."))
+	host, port, ok := requestHost(req.Host)
 	ev := Event{
 		Agent: o.Agent, Dst: o.Dst, PID: o.PID, UID: o.UID,
 		Method: req.Method, Host: host, Port: o.Dst.Port(), Path: req.URL.Path,
 		URL: redactedURL(req, host, o.Dst.Port()),
 	}
-	// Binding: the Host header must name the server the TLS handshake was for, and must not
-	// point at another port than the one the agent connected to (no domain fronting).
-	if s.tls && host != s.sni {
-		return p.refuse(req, ev, http.StatusForbidden, "", "Host does not match the TLS server name"), nil
-	}
-	if port := req.URL.Port(); port != "" && port != strconv.Itoa(int(o.Dst.Port())) {
-		return p.refuse(req, ev, http.StatusForbidden, "", "Host port does not match the destination port"), nil
-	}
-	// Without TLS nothing proves the destination is the named host, so it must be one of the
-	// host's addresses.
-	if !s.tls && !p.resolvesTo(req.Context(), host, o.Dst.Addr()) {
-		return p.refuse(req, ev, http.StatusForbidden, "", "destination is not an address of "+host), nil
+	// Binding: the Host header must be a plain name that names the server the TLS handshake
+	// was for, on the port the agent connected to (no domain fronting).
+	switch {
+	case !ok:
+		return p.refuse(req, ev, http.StatusBadRequest, "", "malformed Host header")
+	case s.tls && host != s.sni:
+		return p.refuse(req, ev, http.StatusForbidden, "", "Host does not match the TLS server name")
+	case port != "" && port != strconv.Itoa(int(o.Dst.Port())):
+		return p.refuse(req, ev, http.StatusForbidden, "", "Host port does not match the destination port")
 	}
 	g := p.cfg.Policy.Authorize(policy.Request{
 		Agent: o.Agent, Method: req.Method, Host: host, Port: o.Dst.Port(), Path: req.URL.Path,
 	})
 	ev.Rule = g.Rule
 	if !g.Allow {
-		return p.refuse(req, ev, http.StatusForbidden, g.Rule, g.Reason), nil
+		return p.refuse(req, ev, http.StatusForbidden, g.Rule, g.Reason)
+	}
+	// Without TLS nothing proves the destination is the named host, so it must be one of the
+	// host's addresses. Only names the policy allows are looked up.
+	if !s.tls && !p.resolvesTo(req.Context(), host, o.Dst.Addr()) {
+		return p.refuse(req, ev, http.StatusForbidden, g.Rule, "destination is not an address of "+host)
 	}
 	ev.Kind = "request.allow"
 	if g.Credential != nil {
 		if !s.tls {
-			return p.refuse(req, ev, http.StatusForbidden, g.Rule, "credentials are only sent over TLS"), nil
+			return p.refuse(req, ev, http.StatusForbidden, g.Rule, "credentials are only sent over TLS")
 		}
 		ev.Kind, ev.Credential = "credential.use", g.Credential.Name
 	}
@@ -68,11 +84,16 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 	spanCtx, finish, err := p.cfg.Recorder.Begin(req.Context(), ev)
 	if err != nil {
 		p.log.Error("audit log unavailable; refusing request", "agent", o.Agent, "host", host, "err", err)
-		return errorResponse(req, http.StatusServiceUnavailable, g.Rule, "audit log unavailable"), nil
+		return errorResponse(req, http.StatusServiceUnavailable, g.Rule, "audit log unavailable")
 	}
 
-	out := req.WithContext(spanCtx)
+	// A clone: the injected header must live only in the request that goes upstream.
+	out := req.Clone(spanCtx)
 	out.RequestURI = ""
+	out.Host = host // the checked name, not the agent's spelling of it
+	if port != "" {
+		out.Host = net.JoinHostPort(host, port)
+	}
 	out.Close = false // an agent's Connection: close must not tear down the pooled upstream connection
 	if c := g.Credential; c != nil {
 		// The agent holds no real secret, so its own credentials toward a credentialed host can
@@ -86,7 +107,7 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 		if err != nil {
 			finish(http.StatusServiceUnavailable, 0, err)
 			p.log.Error("credential unavailable", "agent", o.Agent, "credential", c.Name, "err", err)
-			return errorResponse(req, http.StatusServiceUnavailable, g.Rule, "credential unavailable"), nil
+			return errorResponse(req, http.StatusServiceUnavailable, g.Rule, "credential unavailable")
 		}
 	}
 
@@ -95,10 +116,48 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 		reason := upstreamReason(err)
 		finish(http.StatusBadGateway, 0, errors.New(reason))
 		p.log.Warn("upstream request failed", "agent", o.Agent, "host", host, "dst", o.Dst, "reason", reason)
-		return errorResponse(req, http.StatusBadGateway, g.Rule, "upstream failed: "+reason), nil
+		return errorResponse(req, http.StatusBadGateway, g.Rule, "upstream failed: "+reason)
 	}
-	resp.Body = &countingBody{ReadCloser: resp.Body, done: func(n int64) { finish(resp.StatusCode, n, nil) }}
-	return resp, nil
+	done := func(n int64) { finish(resp.StatusCode, n, nil) }
+	if rw, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
+		// goproxy relays an upgraded connection (WebSocket) through the body as a ReadWriter.
+		resp.Body = &upgradedBody{countingBody{ReadCloser: rw, done: done}, rw}
+	} else {
+		resp.Body = &countingBody{ReadCloser: resp.Body, done: done}
+	}
+	return resp
+}
+
+// requestHost splits a Host header into a lower-case name without a trailing dot and an
+// optional numeric port. Anything but a plain host name or IP literal is refused.
+func requestHost(h string) (host, port string, ok bool) {
+	host = h
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.HasSuffix(h, "]") {
+		host, port = h[:i], h[i+1:]
+		if port == "" || len(port) > 5 || strings.Trim(port, "0123456789") != "" {
+			return "", "", false
+		}
+	}
+	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		a, err := netip.ParseAddr(host[1 : len(host)-1])
+		if err != nil || a.Zone() != "" {
+			return "", "", false
+		}
+		return a.String(), port, true
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if host == "" || len(host) > 253 {
+		return "", "", false
+	}
+	for _, c := range []byte(host) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return "", "", false
+		}
+	}
+	if strings.Contains(host, "..") || strings.HasPrefix(host, ".") {
+		return "", "", false
+	}
+	return host, port, true
 }
 
 func (p *Proxy) resolvesTo(ctx context.Context, host string, addr netip.Addr) bool {
@@ -190,37 +249,64 @@ func upstreamReason(err error) string {
 	return "upstream error"
 }
 
-// countingBody reports how many bytes went through once the body is finished.
+// countingBody reports how many bytes went through once the body is finished, and then lets
+// the connection await its next request.
 type countingBody struct {
 	io.ReadCloser
 	n    int64
 	once sync.Once
 	done func(int64)
+	next func()
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n += int64(n)
 	if err != nil {
-		b.once.Do(func() { b.done(b.n) })
+		b.end()
 	}
 	return n, err
 }
 
 func (b *countingBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.once.Do(func() { b.done(b.n) })
+	b.end()
 	return err
 }
 
+func (b *countingBody) end() {
+	b.once.Do(func() {
+		b.done(b.n)
+		if b.next != nil {
+			b.next()
+		}
+	})
+}
+
+// upgradedBody is a counted body that can also be written to, as goproxy needs for a
+// "101 Switching Protocols" response.
+type upgradedBody struct {
+	countingBody
+	w io.Writer
+}
+
+func (b *upgradedBody) Write(p []byte) (int, error) { return b.w.Write(p) }
+
+// maxTransports bounds the upstream pool: destinations are the agents' choice.
+const maxTransports = 1024
+
 // pool keeps one upstream transport per (destination, server name, TLS): every connection it
 // makes goes to the address the agent asked for, and TLS is verified for the name the agent
-// asked for.
+// asked for. It holds at most max transports; the least recently used one is dropped (its idle
+// connections closed; requests in flight finish).
 type pool struct {
-	roots       *x509.CertPool
-	dialTimeout time.Duration
-	mu          sync.Mutex
-	m           map[poolKey]*http.Transport
+	roots         *x509.CertPool
+	dialTimeout   time.Duration
+	headerTimeout time.Duration
+	max           int
+	mu            sync.Mutex
+	m             map[poolKey]*list.Element
+	lru           list.List // of *poolEntry, most recent first
 }
 
 type poolKey struct {
@@ -229,16 +315,29 @@ type poolKey struct {
 	tls bool
 }
 
-func newPool(roots *x509.CertPool, dialTimeout time.Duration) *pool {
-	return &pool{roots: roots, dialTimeout: dialTimeout, m: make(map[poolKey]*http.Transport)}
+type poolEntry struct {
+	key poolKey
+	t   *http.Transport
+}
+
+func newPool(roots *x509.CertPool, dialTimeout, headerTimeout time.Duration, max int) *pool {
+	return &pool{roots: roots, dialTimeout: dialTimeout, headerTimeout: headerTimeout, max: max, m: make(map[poolKey]*list.Element)}
 }
 
 func (p *pool) transport(dst netip.AddrPort, sni string, useTLS bool) *http.Transport {
 	k := poolKey{dst, sni, useTLS}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if t := p.m[k]; t != nil {
-		return t
+	if el := p.m[k]; el != nil {
+		p.lru.MoveToFront(el)
+		return el.Value.(*poolEntry).t
+	}
+	if p.lru.Len() >= p.max {
+		oldest := p.lru.Back()
+		e := oldest.Value.(*poolEntry)
+		e.t.CloseIdleConnections()
+		p.lru.Remove(oldest)
+		delete(p.m, e.key)
 	}
 	d := &net.Dialer{Timeout: p.dialTimeout, KeepAlive: 30 * time.Second}
 	addr := dst.String()
@@ -246,14 +345,12 @@ func (p *pool) transport(dst netip.AddrPort, sni string, useTLS bool) *http.Tran
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, "tcp", addr)
 		},
-		MaxIdleConns:          0, // no global cap; per host below
-		MaxIdleConnsPerHost:   1024,
+		MaxIdleConnsPerHost:   1024, // goproxy's default transport keeps 2: far too few (perf.md)
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: 0, // LLM calls can think for minutes before the first byte
+		ResponseHeaderTimeout: p.headerTimeout,
 		DisableCompression:    true,
 		ForceAttemptHTTP2:     false,
-		Proxy:                 nil,
 	}
 	if useTLS {
 		t.TLSClientConfig = &tls.Config{
@@ -263,14 +360,14 @@ func (p *pool) transport(dst netip.AddrPort, sni string, useTLS bool) *http.Tran
 			ClientSessionCache: tls.NewLRUClientSessionCache(64),
 		}
 	}
-	p.m[k] = t
+	p.m[k] = p.lru.PushFront(&poolEntry{key: k, t: t})
 	return t
 }
 
 func (p *pool) closeIdle() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, t := range p.m {
-		t.CloseIdleConnections()
+	for el := p.lru.Front(); el != nil; el = el.Next() {
+		el.Value.(*poolEntry).t.CloseIdleConnections()
 	}
 }

@@ -83,8 +83,37 @@ type Config struct {
 	Logger        *slog.Logger
 	// PeekTimeout bounds how long a new connection may take to send its first bytes.
 	PeekTimeout time.Duration
+	// HeaderTimeout bounds the TLS handshake plus the first request's header.
+	HeaderTimeout time.Duration
+	// IdleTimeout bounds how long a kept-alive connection may wait for its next request.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes caps what an agent may send before a request's header is complete.
+	MaxHeaderBytes int64
 	// DialTimeout bounds the upstream TCP connect.
 	DialTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for an upstream's response header (LLM calls may
+	// think for minutes).
+	ResponseHeaderTimeout time.Duration
+}
+
+func (c *Config) defaults() {
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{
+		{&c.PeekTimeout, 10 * time.Second},
+		{&c.HeaderTimeout, 30 * time.Second},
+		{&c.IdleTimeout, 90 * time.Second},
+		{&c.DialTimeout, 10 * time.Second},
+		{&c.ResponseHeaderTimeout, 10 * time.Minute},
+	} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = 1 << 20
+	}
 }
 
 // Proxy is the transparent proxy. Serve it on one or more loopback listeners.
@@ -94,8 +123,14 @@ type Proxy struct {
 	gp   *goproxy.ProxyHttpServer
 	pool *pool
 
+	// unsteered limits how many connections without steering metadata are recorded: any local
+	// process can make them, and each costs an fsync'd audit record.
+	unsteered *limiter
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
+	conns     map[*clientConn]struct{}
+	idle      chan struct{} // closed and replaced when conns becomes empty
 }
 
 // New checks cfg and builds a Proxy.
@@ -115,14 +150,15 @@ func New(cfg Config) (*Proxy, error) {
 		}
 		cfg.UpstreamRoots = roots
 	}
-	if cfg.PeekTimeout == 0 {
-		cfg.PeekTimeout = 10 * time.Second
+	cfg.defaults()
+	p := &Proxy{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*clientConn]struct{}),
+		unsteered: newLimiter(20, time.Second),
 	}
-	if cfg.DialTimeout == 0 {
-		cfg.DialTimeout = 10 * time.Second
-	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger, listeners: make(map[net.Listener]struct{})}
-	p.pool = newPool(cfg.UpstreamRoots, cfg.DialTimeout)
+	p.pool = newPool(cfg.UpstreamRoots, cfg.DialTimeout, cfg.ResponseHeaderTimeout, maxTransports)
 
 	gp := goproxy.NewProxyHttpServer()
 	gp.Logger = slogPrintf{p.log}
@@ -159,19 +195,60 @@ func (p *Proxy) Serve(ln net.Listener) error {
 			}
 			return fmt.Errorf("accepting: %w", err)
 		}
-		go p.handle(c)
+		go p.handle(p.track(c))
 	}
 }
 
-// Close stops every listener given to Serve and drops idle upstream connections.
-func (p *Proxy) Close() error {
+// Shutdown stops accepting, waits for open connections to finish until ctx is done, then
+// closes the rest. Every request that was forwarded has been recorded by then.
+func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	for ln := range p.listeners {
 		ln.Close()
 	}
 	p.mu.Unlock()
+	for {
+		p.mu.Lock()
+		n, idle := len(p.conns), p.idle
+		p.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-idle:
+			continue
+		case <-ctx.Done():
+		}
+		p.mu.Lock()
+		for c := range p.conns {
+			c.Conn.Close()
+		}
+		p.mu.Unlock()
+		break
+	}
 	p.pool.closeIdle()
-	return nil
+	return ctx.Err()
+}
+
+func (p *Proxy) track(c net.Conn) *clientConn {
+	cc := &clientConn{Conn: c, p: p}
+	p.mu.Lock()
+	if len(p.conns) == 0 {
+		p.idle = make(chan struct{})
+	}
+	p.conns[cc] = struct{}{}
+	p.mu.Unlock()
+	return cc
+}
+
+func (p *Proxy) untrack(cc *clientConn) {
+	p.mu.Lock()
+	delete(p.conns, cc)
+	if len(p.conns) == 0 && p.idle != nil {
+		close(p.idle)
+		p.idle = nil
+	}
+	p.mu.Unlock()
 }
 
 // session is what the proxy knows about one accepted connection.
@@ -179,18 +256,26 @@ type session struct {
 	origin Origin
 	sni    string // "" for plain HTTP
 	tls    bool
+	conn   *hijackedConn
 }
 
 type ctxKey struct{}
 
-func (p *Proxy) handle(c net.Conn) {
+func (p *Proxy) handle(c *clientConn) {
 	client, local := addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())
 	o, err := p.cfg.Steering.Origin(client, local)
 	if err != nil {
-		// Not steered by us (or the entry is gone): fail closed.
-		p.log.Warn("resetting connection without steering metadata", "client", client, "err", err)
-		p.cfg.Recorder.Deny(context.Background(), Event{Kind: "conn.deny", Reason: "no steering metadata"})
-		reset(c)
+		// Not steered by us (or the entry is gone): fail closed. Any local process can do
+		// this, so only a bounded number per second is recorded; the rest are counted.
+		if ok, dropped := p.unsteered.allow(); ok {
+			reason := "no steering metadata"
+			if dropped > 0 {
+				reason = fmt.Sprintf("no steering metadata (and %d more not recorded)", dropped)
+			}
+			p.log.Warn("resetting connection without steering metadata", "client", client, "err", err, "unrecorded", dropped)
+			p.cfg.Recorder.Deny(context.Background(), Event{Kind: "conn.deny", Reason: reason})
+		}
+		c.reset()
 		return
 	}
 	if o.Agent == "" {
@@ -217,20 +302,25 @@ func (p *Proxy) handle(c net.Conn) {
 		p.denyConn(c, ev, "not TLS or HTTP")
 		return
 	}
-	_ = c.SetReadDeadline(time.Time{})
 
-	host := s.sni
-	ev.Host = host
-	if k == kindTLS && host == "" {
-		p.denyConn(c, ev, "TLS without a server name")
-		return
-	}
-	if k == kindTLS {
-		d := p.cfg.Policy.Decide(o.Agent, host, o.Dst.Port())
+	ev.Host = s.sni
+	if s.tls {
+		if s.sni == "" {
+			p.denyConn(c, ev, "TLS without a server name")
+			return
+		}
+		d := p.cfg.Policy.Decide(o.Agent, s.sni, o.Dst.Port())
 		ev.Rule = d.Rule
 		switch d.Mode {
 		case policy.Intercept:
 		case policy.Passthrough:
+			// Nothing is decrypted, so nothing but DNS ties the destination to the name: it
+			// must be one of the name's addresses.
+			if !p.resolvesTo(context.Background(), s.sni, o.Dst.Addr()) {
+				p.denyConn(c, ev, "destination is not an address of "+s.sni)
+				return
+			}
+			_ = c.SetReadDeadline(time.Time{})
 			p.passthrough(c, r, ev)
 			return
 		default:
@@ -238,31 +328,33 @@ func (p *Proxy) handle(c net.Conn) {
 			return
 		}
 	}
-	// Plain HTTP is decided per request, from the Host header.
-	p.intercept(c, r, s)
+	// Intercepted: plain HTTP is decided per request, from the Host header.
+	s.conn = &hijackedConn{clientConn: c, r: r, maxHeader: p.cfg.MaxHeaderBytes}
+	s.conn.awaitRequest(p.cfg.HeaderTimeout)
+	p.intercept(s)
 }
 
-func (p *Proxy) denyConn(c net.Conn, ev Event, reason string) {
+func (p *Proxy) denyConn(c *clientConn, ev Event, reason string) {
 	ev.Kind, ev.Reason = "conn.deny", reason
 	p.log.Info("connection denied", "agent", ev.Agent, "dst", ev.Dst, "host", ev.Host, "reason", reason)
 	p.cfg.Recorder.Deny(context.Background(), ev)
-	reset(c)
+	c.reset()
 }
 
 // passthrough splices the connection to its original destination without decrypting it.
-func (p *Proxy) passthrough(c net.Conn, r io.Reader, ev Event) {
+func (p *Proxy) passthrough(c *clientConn, r io.Reader, ev Event) {
 	ev.Kind = "conn.passthrough"
 	ctx, finish, err := p.cfg.Recorder.Begin(context.Background(), ev)
 	if err != nil {
 		p.log.Error("audit unavailable; refusing passthrough", "agent", ev.Agent, "err", err)
-		reset(c)
+		c.reset()
 		return
 	}
 	d := net.Dialer{Timeout: p.cfg.DialTimeout}
 	up, err := d.DialContext(ctx, "tcp", ev.Dst.String())
 	if err != nil {
-		finish(0, 0, err)
-		reset(c)
+		finish(0, 0, errors.New(upstreamReason(err)))
+		c.reset()
 		return
 	}
 	var wg sync.WaitGroup
@@ -276,7 +368,7 @@ func (p *Proxy) passthrough(c net.Conn, r io.Reader, ev Event) {
 	go func() {
 		defer wg.Done()
 		recv, _ = io.Copy(c, up)
-		closeWrite(c)
+		closeWrite(c.Conn)
 	}()
 	wg.Wait()
 	up.Close()
@@ -285,7 +377,7 @@ func (p *Proxy) passthrough(c net.Conn, r io.Reader, ev Event) {
 }
 
 // intercept hands the connection to goproxy as if the agent had sent CONNECT for it.
-func (p *Proxy) intercept(c net.Conn, r io.Reader, s *session) {
+func (p *Proxy) intercept(s *session) {
 	target := s.origin.Dst.String()
 	if s.sni != "" {
 		target = net.JoinHostPort(s.sni, fmt.Sprint(s.origin.Dst.Port()))
@@ -298,11 +390,10 @@ func (p *Proxy) intercept(c net.Conn, r io.Reader, s *session) {
 		ProtoMajor: 1,
 		ProtoMinor: 1,
 		Header:     http.Header{},
-		RemoteAddr: c.RemoteAddr().String(),
+		RemoteAddr: s.conn.RemoteAddr().String(),
 	}
 	req = req.WithContext(context.WithValue(context.Background(), ctxKey{}, s))
-	hc := &hijackedConn{Conn: c, r: r}
-	p.gp.ServeHTTP(&hijacker{conn: hc}, req)
+	p.gp.ServeHTTP(&hijacker{conn: s.conn}, req)
 }
 
 func (p *Proxy) handleConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
@@ -348,15 +439,66 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return h.conn, bufio.NewReadWriter(bufio.NewReader(h.conn), bufio.NewWriter(h.conn)), nil
 }
 
-// hijackedConn replays the peeked bytes and swallows goproxy's "200 Connection established"
-// reply, which a transparently steered client never asked for.
-type hijackedConn struct {
+// clientConn is an accepted connection the proxy keeps track of until it is closed.
+type clientConn struct {
 	net.Conn
-	r       io.Reader
-	replied bool
+	p    *Proxy
+	once sync.Once
 }
 
-func (c *hijackedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+func (c *clientConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.p.untrack(c) })
+	return err
+}
+
+// reset closes with an RST so the agent sees a refused connection, not a clean end.
+func (c *clientConn) reset() {
+	if tc, ok := c.Conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
+}
+
+// errHeaderTooLarge ends a connection whose agent sends more than MaxHeaderBytes before a
+// request header is complete.
+var errHeaderTooLarge = errors.New("request header too large")
+
+// hijackedConn is the agent's connection as goproxy sees it. It replays the peeked bytes,
+// swallows goproxy's "200 Connection established" reply (a transparently steered client never
+// asked for it), and bounds what an agent may send while a request header is awaited: a
+// deadline and a byte budget, lifted while a request is served.
+type hijackedConn struct {
+	*clientConn
+	r         io.Reader
+	replied   bool
+	maxHeader int64
+
+	mu     sync.Mutex
+	budget int64 // bytes left before the awaited header must be complete; -1 when not awaiting
+}
+
+func (c *hijackedConn) Read(b []byte) (int, error) {
+	c.mu.Lock()
+	budget := c.budget
+	c.mu.Unlock()
+	if budget == 0 {
+		return 0, errHeaderTooLarge
+	}
+	if budget > 0 && int64(len(b)) > budget {
+		b = b[:budget]
+	}
+	n, err := c.r.Read(b)
+	if budget > 0 {
+		c.mu.Lock()
+		if c.budget > 0 {
+			c.budget = max(c.budget-int64(n), 0)
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
 func (c *hijackedConn) Write(b []byte) (int, error) {
 	if !c.replied {
 		c.replied = true
@@ -364,7 +506,23 @@ func (c *hijackedConn) Write(b []byte) (int, error) {
 			return len(b), nil
 		}
 	}
-	return c.Conn.Write(b)
+	return c.clientConn.Write(b)
+}
+
+// awaitRequest arms the limits for the next request header.
+func (c *hijackedConn) awaitRequest(timeout time.Duration) {
+	c.mu.Lock()
+	c.budget = c.maxHeader
+	c.mu.Unlock()
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+}
+
+// serving lifts the limits while a request is served: its body streams at its own pace.
+func (c *hijackedConn) serving() {
+	c.mu.Lock()
+	c.budget = -1
+	c.mu.Unlock()
+	_ = c.SetReadDeadline(time.Time{})
 }
 
 // CloseWrite lets goproxy half-close the client side.
@@ -379,14 +537,6 @@ func addrPort(a net.Addr) netip.AddrPort {
 	return ap
 }
 
-// reset closes c with an RST so the agent sees a refused connection, not a clean end.
-func reset(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0)
-	}
-	_ = c.Close()
-}
-
 func closeWrite(c net.Conn) error {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
@@ -399,4 +549,35 @@ type slogPrintf struct{ l *slog.Logger }
 
 func (s slogPrintf) Printf(format string, v ...any) {
 	s.l.Debug(fmt.Sprintf(format, v...), "component", "goproxy")
+}
+
+// limiter allows n events per period and counts the ones it refuses.
+type limiter struct {
+	mu      sync.Mutex
+	n       int
+	period  time.Duration
+	start   time.Time
+	used    int
+	dropped int
+}
+
+func newLimiter(n int, period time.Duration) *limiter { return &limiter{n: n, period: period} }
+
+// allow says whether one more event may go ahead, and how many were refused since the last one
+// that did.
+func (l *limiter) allow() (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if now.Sub(l.start) >= l.period {
+		l.start, l.used = now, 0
+	}
+	if l.used >= l.n {
+		l.dropped++
+		return false, 0
+	}
+	l.used++
+	d := l.dropped
+	l.dropped = 0
+	return true, d
 }

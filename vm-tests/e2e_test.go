@@ -91,19 +91,20 @@ func startUpstream(t *testing.T, addr string, cert tls.Certificate) *upstream {
 
 // env is one daemon with its own cgroup tree, pin dir, port, state and upstreams.
 type env struct {
-	t        *testing.T
-	dir      string
-	config   string
-	cgroup   string // <cgroup2>/<root>
-	pinDir   string
-	canary   string
-	daemon   *exec.Cmd
-	logs     *lockedBuffer
-	api      *upstream // api.example.test on 127.0.0.2:443, has a rule and a credential
-	other    *upstream // evil.example.test on 127.0.0.3:443, has no rule
-	upCA     *testCA
-	otlp     *otlpReceiver
-	daemonMu sync.Mutex
+	t            *testing.T
+	dir          string
+	config       string
+	cgroup       string // <cgroup2>/<root>
+	pinDir       string
+	canary       string
+	daemon       *exec.Cmd
+	logs         *lockedBuffer
+	api          *upstream // api.example.test on 127.0.0.2:443, has a rule and a credential
+	other        *upstream // evil.example.test on 127.0.0.3:443, has no rule
+	upCA         *testCA
+	otlp         *otlpReceiver // nil when exporting elsewhere
+	otlpEndpoint string
+	daemonMu     sync.Mutex
 }
 
 type lockedBuffer struct {
@@ -151,7 +152,15 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// newEnv starts a daemon whose spans and metrics go to a local OTLP receiver.
 func newEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnvExporting(t, "")
+}
+
+// newEnvExporting starts a daemon exporting over OTLP/HTTP to endpoint, or to a local receiver
+// the test reads when endpoint is "".
+func newEnvExporting(t *testing.T, endpoint string) *env {
 	t.Helper()
 	requireRoot(t)
 	if _, err := exec.LookPath("curl"); err != nil {
@@ -175,7 +184,11 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(e.cleanup)
 
-	e.otlp = startOTLPReceiver(t)
+	if endpoint == "" {
+		e.otlp = startOTLPReceiver(t)
+		endpoint = "http://" + e.otlp.addr
+	}
+	e.otlpEndpoint = endpoint
 	e.api = startUpstream(t, "127.0.0.2:443", e.upCA.leaf(t, "api.example.test"))
 	e.other = startUpstream(t, "127.0.0.3:443", e.upCA.leaf(t, "evil.example.test"))
 	write(t, filepath.Join(dir, "upstream-ca.pem"), e.upCA.pem)
@@ -282,7 +295,7 @@ func (e *env) startDaemon() {
 	cmd := exec.Command(wirkenBin, "run", "--config", e.config)
 	cmd.Stdout, cmd.Stderr = e.logs, e.logs
 	cmd.Env = append(os.Environ(),
-		"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+e.otlp.addr,
+		"OTEL_EXPORTER_OTLP_ENDPOINT="+e.otlpEndpoint,
 		"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
 		"OTEL_BSP_SCHEDULE_DELAY=100",
 		"OTEL_METRIC_EXPORT_INTERVAL=300")
@@ -418,6 +431,14 @@ func TestWalkingSkeleton(t *testing.T) {
 		id := e.asAgent("id", "-u").mustSucceed(t)
 		if strings.TrimSpace(id.stdout) == "0" {
 			t.Error("agent runs as root; the policy says nobody")
+		}
+		st := e.asAgent("grep", "NoNewPrivs", "/proc/self/status").mustSucceed(t)
+		if !strings.Contains(st.stdout, "NoNewPrivs:\t1") {
+			t.Errorf("agent can gain privileges (setuid binaries work): %q", st.stdout)
+		}
+		root := e.wirken(nil, "exec", "--agent", "demo", "--user", "root", "--", "id")
+		if root.code == 0 || !strings.Contains(root.stderr, "--allow-root") {
+			t.Errorf("an agent was started as root without --allow-root: exit %d %q", root.code, root.stderr)
 		}
 	})
 

@@ -52,6 +52,7 @@ func cmdExec(args []string) error {
 	config := fs.String("config", defaultConfig(), "daemon configuration `file` (for the control socket)")
 	agent := fs.String("agent", "", "agent `name` from the policy (required)")
 	user := fs.String("user", "", "run as this `user` instead of the policy's")
+	allowRoot := fs.Bool("allow-root", false, "allow the agent to run as root (it could then leave its cgroup)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -66,7 +67,7 @@ func cmdExec(args []string) error {
 		return err
 	}
 	code, err := hostagent.Exec(context.Background(), hostagent.NewClient(cfg.ControlSocket),
-		hostagent.ExecSpec{Agent: *agent, User: *user, Argv: fs.Args()})
+		hostagent.ExecSpec{Agent: *agent, User: *user, AllowRoot: *allowRoot, Argv: fs.Args()})
 	if err != nil {
 		return err
 	}
