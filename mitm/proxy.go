@@ -369,6 +369,8 @@ func (p *Proxy) passthrough(c *clientConn, r io.Reader, ev Event) {
 		defer wg.Done()
 		recv, _ = io.Copy(c, up)
 		closeWrite(c.Conn)
+		// The upstream is done; an agent that never closes its side must not pin the splice.
+		_ = c.SetReadDeadline(time.Now().Add(p.cfg.IdleTimeout))
 	}()
 	wg.Wait()
 	up.Close()
