@@ -164,3 +164,29 @@ func mitmLoops() int {
 	}
 	return n
 }
+
+func TestPassthrough(t *testing.T) {
+	h := newHarness(t)
+	// "localhost" resolves to the upstream's address: spliced, not intercepted, so the agent
+	// sees the upstream's own certificate.
+	c, err := tls.Dial("tcp", h.proxyAddr, &tls.Config{ServerName: "localhost", InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatalf("passthrough handshake: %v", err)
+	}
+	issuer := c.ConnectionState().PeerCertificates[0].Issuer.CommonName
+	c.Close()
+	if issuer != "upstream test CA" {
+		t.Fatalf("passthrough connection saw a certificate from %q; want the upstream's own", issuer)
+	}
+	// A destination that is not an address of the name is refused: the agent may not pick
+	// where a passthrough rule's bytes go. (Only /etc/hosts is consulted for "localhost".)
+	h.steer.setDst(netip.MustParseAddrPort("127.0.0.2:443"))
+	if c, err := tls.Dial("tcp", h.proxyAddr, &tls.Config{ServerName: "localhost", InsecureSkipVerify: true}); err == nil {
+		c.Close()
+		t.Fatal("passthrough to an address that is not the name's succeeded")
+	}
+	kinds := strings.Join(h.rec.kinds(), ",")
+	if !strings.Contains(kinds, "conn.passthrough") || !strings.Contains(kinds, "conn.deny") {
+		t.Fatalf("events %s; want a conn.passthrough and a conn.deny", kinds)
+	}
+}

@@ -29,6 +29,7 @@ import (
 // fakeSteering pretends every accepted connection was steered from dst by agent.
 type fakeSteering struct {
 	agent string
+	mu    sync.Mutex
 	dst   netip.AddrPort
 	miss  atomic.Bool
 }
@@ -37,7 +38,15 @@ func (f *fakeSteering) Origin(client, local netip.AddrPort) (Origin, error) {
 	if f.miss.Load() {
 		return Origin{}, errors.New("no entry")
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	return Origin{Agent: f.agent, Dst: f.dst, PID: 42, UID: 1000}, nil
+}
+
+func (f *fakeSteering) setDst(d netip.AddrPort) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dst = d
 }
 
 // fakePolicy intercepts api.example.test for agent "demo" with credential "api" on /v1/, and
@@ -47,6 +56,9 @@ type fakePolicy struct{ cred *policy.Credential }
 func (f *fakePolicy) Decide(agent, host string, port uint16) policy.Decision {
 	if agent == "demo" && host == "api.example.test" {
 		return policy.Decision{Mode: policy.Intercept, Rule: "r1"}
+	}
+	if agent == "demo" && host == "localhost" {
+		return policy.Decision{Mode: policy.Passthrough, Rule: "pt"}
 	}
 	return policy.Decision{Mode: policy.Deny, Reason: "no rule for " + host}
 }
