@@ -4,7 +4,7 @@
 //
 // # The log
 //
-// The log is one JSON Lines file (mode 0600, opened O_APPEND). Each line is
+// The log is a JSON Lines file (mode 0600, opened O_APPEND; see Segments). Each line is
 // one record, marshalled from a fixed Go struct so the field order never
 // changes:
 //
@@ -17,17 +17,49 @@
 // encoding (what json.Marshal of the struct produces) is valid, so two readers
 // can never disagree about what a line says.
 //
-// Signed checkpoints (C2SP tlog-checkpoint notes over the tree of leaves
-// 0..seq-1) will be added as records of type "checkpoint" carrying the signed
-// note in the detail field; that needs no change to the line format.
-//
 // Append is durable when it returns: concurrent callers are group-committed
 // (one write and one fdatasync per batch). A failed write fails every caller
 // of that batch, the file is cut back to its last durable length, and later
-// Appends try again. Open takes an exclusive lock (one writer per log),
-// refuses a file that does not verify, repairs a torn final line left by a
-// crash and records the repair as a "recovered" record. Verify checks a
-// whole log and names the first bad line.
+// Appends try again, so the log fails closed and heals by itself when the
+// disk does. Open takes an exclusive lock (one writer per log), refuses a
+// file that does not verify, repairs a torn final line left by a crash and
+// records the repair as a "recovered" record.
+//
+// # Checkpoints
+//
+// With a Signer (NewSigner: Ed25519 from a 32-byte seed the daemon derives
+// from the vault's root key) the writer appends a "checkpoint" record every
+// K records, every T if records were added, and at Close. Its detail is a
+// C2SP tlog-checkpoint signed note (golang.org/x/mod/sumdb/note):
+//
+//	<origin>
+//	<tree size = the checkpoint's own seq, covering records 0..seq-1>
+//	<base64 RFC 6962 root hash>
+//
+//	— <origin> <base64 key hash and signature>
+//
+// The writer keeps the tree as a compact range (one hash per set bit of the
+// size), so appends and checkpoints cost the same at any size; Open
+// rebuilds it in its one scan. The public verifier key (WriteVerifierKey)
+// is all a verifier needs: Verify with WithVerifierKey checks every
+// signature, and WithTrustedCheckpoint (a note saved elsewhere earlier)
+// detects a log that was rolled back or rewritten, even re-signed with a
+// stolen key. Records after the last checkpoint are "unsealed": no
+// signature covers them yet and cutting them off leaves no trace locally,
+// so checkpoints are frequent, and the seq and leaf hash on every span are
+// a witness kept off the host. Prove and CheckProof give and check an RFC
+// 6962 inclusion proof of one record.
+//
+// # Segments
+//
+// When the active file passes a size it is sealed with a checkpoint,
+// renamed to "<base>.000001.jsonl" (then 000002, ...), and a new active file
+// starts with a "segment" record: seq and prev continue the chain and its
+// detail carries the tree size and frontier hashes, followed by a
+// checkpoint that signs them. A run of retained segments therefore verifies
+// without the ones before it (VerifyFiles, SegmentPaths), and old segments
+// can be deleted (WithRetention). Follow reads the log as it grows, across
+// rotations, for `wirken audit tail -f`.
 //
 // # Spans
 //

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // syncBuffer is a bytes.Buffer safe for the writer goroutine's logging.
@@ -109,9 +111,9 @@ func (f *faultyFile) Truncate(size int64) error {
 }
 
 // openFaulty opens path through a faultyFile with a fixed clock.
-func openFaulty(t *testing.T, path string) (*Log, *faultyFile, *syncBuffer) {
+func openFaulty(t *testing.T, path string, opts ...Option) (*Log, *faultyFile, *syncBuffer) {
 	t.Helper()
-	l, ff, buf, err := openFaultyWith(t, path, func(*faultyFile) {})
+	l, ff, buf, err := openFaultyWith(t, path, func(*faultyFile) {}, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +121,7 @@ func openFaulty(t *testing.T, path string) (*Log, *faultyFile, *syncBuffer) {
 }
 
 // openFaultyWith sets faults before the log is opened.
-func openFaultyWith(t *testing.T, path string, fault func(*faultyFile)) (*Log, *faultyFile, *syncBuffer, error) {
+func openFaultyWith(t *testing.T, path string, fault func(*faultyFile), opts ...Option) (*Log, *faultyFile, *syncBuffer, error) {
 	t.Helper()
 	osf, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
@@ -128,7 +130,11 @@ func openFaultyWith(t *testing.T, path string, fault func(*faultyFile)) (*Log, *
 	ff := &faultyFile{osFile: osFile{osf}}
 	ff.set(fault)
 	logger, buf := testLogger()
-	l, err := newLog(ff, logger, fixedClock())
+	cfg, err := newConfig(append([]Option{withClock(fixedClock())}, opts...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := newLog(ff, path, logger, cfg)
 	return l, ff, buf, err
 }
 
@@ -167,4 +173,17 @@ func fileSize(t testing.TB, path string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Size()
+}
+
+// chainAt returns a chain in the middle of a log: the next record is seq,
+// chained to prev.
+func chainAt(seq uint64, prev tlog.Hash) *chain {
+	c := &chain{started: true}
+	c.next, c.head = seq, prev
+	return c
+}
+
+// withClock replaces the writer's clock.
+func withClock(now func() time.Time) Option {
+	return func(c *config) { c.now = now }
 }

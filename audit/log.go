@@ -11,8 +11,6 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
-
-	"golang.org/x/mod/sumdb/tlog"
 )
 
 // ErrClosed is returned by Append and Close once the log has been closed.
@@ -47,13 +45,18 @@ type Log struct {
 	mu     sync.RWMutex // guards closed against sends on reqs
 	closed bool
 
-	// Owned by the writer goroutine (and by newLog before it starts).
-	f     file
-	now   func() time.Time
-	next  uint64    // seq of the next record
-	head  tlog.Hash // leaf hash of record next-1
-	size  int64     // durable length of the file
-	dirty bool      // bytes past size may be on disk and must be cut first
+	// Owned by the writer goroutine (and by newLog before it starts and
+	// Close after it ends).
+	cfg     config
+	path    string       // active file; "" when opened without one (tests): no segments
+	cur     *segmentFile // the file being appended to
+	nxt     *segmentFile // the next active file, while a rotation is unfinished
+	rotated bool         // cur was renamed away: nothing more may go into it
+	dirOK   bool         // the directory was synced since nxt was created
+	segNum  uint64       // number of the newest closed segment (0: none)
+	tip     tip          // durable end of the log
+	work    tip          // scratch copy of tip for the batch being built
+	buf     bytes.Buffer // scratch for the log's own records
 }
 
 type pending struct {
@@ -66,14 +69,25 @@ type result struct {
 	err   error
 }
 
-// Open opens or creates the log at path. It reads the existing file to find
-// the last seq and hash, refusing a file that does not verify, truncates a
-// torn tail (a final line without '\n') and then appends a "recovered" record
-// saying how many bytes were dropped. Only one process may have a log open.
-// logger may not be nil.
-func Open(path string, logger *slog.Logger) (*Log, error) {
+// Open opens or creates the log at path (the active segment). It reads the
+// existing file to find the end of the chain and of the Merkle tree,
+// refusing a file that does not verify (checkpoints are checked for size
+// and root, not for their signature), truncates a torn tail (a final line
+// without '\n') and then appends a "recovered" record saying how many bytes
+// were dropped. If the file is empty but closed segments exist (a crash in
+// the middle of a rotation), it continues the chain from the newest closed
+// segment and records that. Only one process may have a log open. logger
+// may not be nil.
+//
+// Without WithSigner no checkpoints are written; with it, see
+// WithCheckpointEvery. Segments: see WithSegmentSize and WithRetention.
+func Open(path string, logger *slog.Logger, opts ...Option) (*Log, error) {
 	if logger == nil {
 		return nil, errors.New("opening audit log: logger is nil")
+	}
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, fmt.Errorf("opening audit log: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
@@ -104,63 +118,118 @@ func Open(path string, logger *slog.Logger) (*Log, error) {
 		_ = f.Close()
 		return nil, fmt.Errorf("syncing audit log directory: %w", err)
 	}
-	l, err := newLog(osFile{f}, logger, time.Now)
+	l, err := newLog(osFile{f}, path, logger, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("opening audit log %s: %w", path, err)
 	}
-	logger.Info("audit log open", "path", path, "records", l.next)
 	return l, nil
 }
 
-// newLog scans f, repairs a torn tail and starts the writer. It closes f on
-// error.
-func newLog(f file, logger *slog.Logger, now func() time.Time) (*Log, error) {
-	res, err := scan(io.NewSectionReader(f, 0, math.MaxInt64), true)
+// newLog scans f, repairs a torn tail, continues from the newest closed
+// segment if f is empty, and starts the writer. path may be "" (no
+// segments). It closes f on error.
+func newLog(f file, path string, logger *slog.Logger, cfg config) (*Log, error) {
+	var c chain
+	size, torn, err := c.scan(io.NewSectionReader(f, 0, math.MaxInt64), true)
 	if err != nil {
 		_ = f.Close()
 		return nil, fmt.Errorf("reading existing log: %w", err)
 	}
-	if res.torn > 0 {
-		if err := f.Truncate(res.size); err != nil {
+	if torn > 0 {
+		if err := f.Truncate(size); err != nil {
 			_ = f.Close()
 			return nil, fmt.Errorf("truncating torn tail: %w", err)
 		}
-		// The recovered record's fdatasync makes the new length durable too.
-		logger.Warn("audit log had a torn final line; truncated it", "dropped_bytes", res.torn)
+		// The next record's fdatasync makes the new length durable too.
+		logger.Warn("audit log had a torn final line; truncated it", "dropped_bytes", torn)
 	}
 	l := &Log{
 		logger: logger,
 		reqs:   make(chan *pending, queueLen),
 		done:   make(chan struct{}),
-		f:      f,
-		now:    now,
-		next:   res.summary.Records,
-		head:   res.summary.Head,
-		size:   res.size,
+		cfg:    cfg,
+		path:   path,
+		cur:    &segmentFile{f: f, size: size},
 	}
-	go l.run()
-	if res.torn > 0 {
-		_, err := l.Append(Record{
-			Type:   TypeRecovered,
-			Bytes:  res.torn,
-			Detail: "truncated a torn final line",
-		})
+	l.tip.copyFrom(&c.tip)
+	var continued string
+	if path != "" {
+		segs, err := closedSegments(path)
 		if err != nil {
+			_ = f.Close()
+			return nil, err
+		}
+		if len(segs) > 0 {
+			l.segNum = segs[len(segs)-1].n
+		}
+		if !c.started && len(segs) > 0 {
+			last := segs[len(segs)-1].path
+			if err := l.continueFrom(last); err != nil {
+				_ = f.Close()
+				return nil, err
+			}
+			continued = filepath.Base(last)
+			logger.Warn("audit log active file was empty; continued the chain from the newest closed segment",
+				"segment", last, "next_seq", l.tip.next)
+		}
+	}
+	logger.Info("audit log open", "path", path, "records", l.tip.next, "unsealed", l.tip.sinceCP,
+		"signed", cfg.signer != nil)
+	go l.run()
+	if torn > 0 {
+		if _, err := l.Append(Record{
+			Type:   TypeRecovered,
+			Bytes:  torn,
+			Detail: "truncated a torn final line",
+		}); err != nil {
 			_ = l.Close()
 			return nil, fmt.Errorf("recording torn tail recovery: %w", err)
 		}
 	}
+	if continued != "" {
+		if _, err := l.Append(Record{
+			Type:   TypeRecovered,
+			Detail: "active segment was empty; continued from " + continued,
+		}); err != nil {
+			_ = l.Close()
+			return nil, fmt.Errorf("recording segment recovery: %w", err)
+		}
+	}
 	return l, nil
+}
+
+// continueFrom takes the end of the closed segment at path as the end of
+// the log and starts the (empty) active file with a segment record.
+func (l *Log) continueFrom(path string) error {
+	var c chain
+	if err := c.scanFile(path, false); err != nil {
+		return fmt.Errorf("reading the newest closed segment: %w", err)
+	}
+	if c.next == 0 {
+		return fmt.Errorf("the newest closed segment %s has no records", path)
+	}
+	l.tip.copyFrom(&c.tip)
+	l.nxt, l.cur = l.cur, nil
+	l.rotated, l.dirOK = true, true
+	if err := l.ensureActive(); err != nil {
+		l.cur, l.nxt = l.nxt, nil
+		return fmt.Errorf("starting a new segment: %w", err)
+	}
+	return nil
 }
 
 // Append writes r and returns only after it is durable (written and
 // fdatasync'd). Concurrent Appends are group-committed. On a write or sync
 // error every caller in that batch gets the error, the file is cut back to
 // its last durable length, and seq and prev are not advanced; later Appends
-// try again.
+// try again. Types "checkpoint" and "segment" are the log's own and are
+// refused.
 func (l *Log) Append(r Record) (Entry, error) {
 	if err := validType(r.Type); err != nil {
 		return Entry{}, fmt.Errorf("appending audit record: %w", err)
+	}
+	if r.Type == TypeCheckpoint || r.Type == TypeSegment {
+		return Entry{}, fmt.Errorf("appending audit record: %w", errReserved)
 	}
 	p := &pending{rec: r, res: make(chan result, 1)}
 	l.mu.RLock()
@@ -174,8 +243,10 @@ func (l *Log) Append(r Record) (Entry, error) {
 	return res.entry, res.err
 }
 
-// Close waits for queued Appends to be written, then closes the file. It
-// appends nothing.
+// Close waits for queued Appends to be written, then, with a signer and
+// records after the last checkpoint, appends a final checkpoint, and
+// closes the file. A failed final checkpoint is returned, but the file is
+// closed all the same.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -187,66 +258,110 @@ func (l *Log) Close() error {
 	l.mu.Unlock()
 	<-l.done
 	var errs []error
-	if l.dirty {
-		if err := l.f.Truncate(l.size); err != nil {
-			errs = append(errs, fmt.Errorf("truncating audit log to its durable length: %w", err))
+	if l.cfg.signer != nil && l.tip.sinceCP > 0 && !l.rotated {
+		if err := l.seal(); err != nil {
+			errs = append(errs, fmt.Errorf("writing the final checkpoint: %w", err))
 		}
 	}
-	if err := l.f.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("closing audit log: %w", err))
+	for _, s := range []*segmentFile{l.nxt, l.cur} {
+		if s == nil {
+			continue
+		}
+		if err := s.close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
 
 // run is the writer goroutine: it takes whatever is queued, up to maxBatch,
-// and commits it with one write and one fdatasync.
+// and commits it with one write and one fdatasync. With a signer it also
+// writes a checkpoint every cpInterval if records were added since the last.
 func (l *Log) run() {
 	defer close(l.done)
+	var tick <-chan time.Time
+	if l.cfg.signer != nil && l.cfg.cpInterval > 0 {
+		t := time.NewTicker(l.cfg.cpInterval)
+		defer t.Stop()
+		tick = t.C
+	}
 	batch := make([]*pending, 0, maxBatch)
 	var buf bytes.Buffer
-	for p := range l.reqs {
-		batch = append(batch[:0], p)
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case q, ok := <-l.reqs:
-				if !ok {
+	for {
+		select {
+		case p, ok := <-l.reqs:
+			if !ok {
+				return
+			}
+			batch = append(batch[:0], p)
+		drain:
+			for len(batch) < maxBatch {
+				select {
+				case q, ok := <-l.reqs:
+					if !ok {
+						break drain
+					}
+					batch = append(batch, q)
+				default:
 					break drain
 				}
-				batch = append(batch, q)
-			default:
-				break drain
+			}
+			l.commit(batch, &buf)
+		case <-tick:
+			if l.tip.sinceCP > 0 {
+				if err := l.seal(); err != nil {
+					l.logger.Error("audit checkpoint failed; will retry", "err", err)
+				}
 			}
 		}
-		l.commit(batch, &buf)
 	}
 }
 
-// commit encodes batch, writes it durably and answers every caller.
+// commit encodes batch, with checkpoints every cpEvery records, writes it
+// durably and answers every caller.
 func (l *Log) commit(batch []*pending, buf *bytes.Buffer) {
 	type accepted struct {
 		p     *pending
 		entry Entry
 	}
+	if err := l.ensureActive(); err != nil {
+		l.logger.Error("audit log has no active segment; records not written", "records", len(batch), "err", err)
+		err = fmt.Errorf("appending audit record: starting a new segment: %w", err)
+		for _, p := range batch {
+			p.res <- result{err: err}
+		}
+		return
+	}
 	buf.Reset()
 	ok := make([]accepted, 0, len(batch))
-	seq, head, ts := l.next, l.head, l.now()
+	w := &l.work
+	w.copyFrom(&l.tip)
+	ts := l.cfg.now()
+	var cpErr error
 	for _, p := range batch {
-		b, err := encodeRecord(p.rec, seq, head, ts)
+		b, err := encodeRecord(p.rec, w.next, w.head, ts)
 		if err != nil {
 			p.res <- result{err: fmt.Errorf("appending audit record: %w", err)}
 			continue
 		}
-		head = tlog.RecordHash(b)
-		ok = append(ok, accepted{p: p, entry: Entry{Seq: seq, Hash: head}})
+		seq := w.next
+		h := w.push(b)
+		w.sinceCP++
 		buf.Write(b)
 		buf.WriteByte('\n')
-		seq++
+		ok = append(ok, accepted{p: p, entry: Entry{Seq: seq, Hash: h}})
+		if l.cfg.signer != nil && l.cfg.cpEvery > 0 && w.sinceCP >= uint64(l.cfg.cpEvery) && cpErr == nil {
+			cpErr = l.addCheckpoint(w, buf, ts)
+		}
 	}
 	if len(ok) == 0 {
 		return
 	}
-	if err := l.writeDurable(buf.Bytes()); err != nil {
+	err := cpErr
+	if err == nil {
+		err = l.cur.writeDurable(buf.Bytes(), l.logger)
+	}
+	if err != nil {
 		l.logger.Error("audit log write failed; records not written", "records", len(ok), "err", err)
 		err = fmt.Errorf("appending audit record: %w", err)
 		for _, a := range ok {
@@ -254,41 +369,99 @@ func (l *Log) commit(batch []*pending, buf *bytes.Buffer) {
 		}
 		return
 	}
-	l.next, l.head = seq, head
-	l.size += int64(buf.Len())
+	l.tip.copyFrom(w)
 	for _, a := range ok {
 		a.p.res <- result{entry: a.entry}
 	}
+	l.maybeRotate()
+}
+
+// addCheckpoint appends to buf a checkpoint of the tree w holds.
+func (l *Log) addCheckpoint(w *tip, buf *bytes.Buffer, ts time.Time) error {
+	note, err := l.cfg.signer.signCheckpoint(checkpoint{origin: l.cfg.signer.origin, size: w.next, root: w.tree.root()})
+	if err != nil {
+		return err
+	}
+	b, err := encodeRecord(Record{Type: TypeCheckpoint, Detail: string(note)}, w.next, w.head, ts)
+	if err != nil {
+		return fmt.Errorf("encoding checkpoint: %w", err)
+	}
+	w.push(b)
+	w.sinceCP = 0
+	buf.Write(b)
+	buf.WriteByte('\n')
+	return nil
+}
+
+// seal durably appends a checkpoint on its own.
+func (l *Log) seal() error {
+	if err := l.ensureActive(); err != nil {
+		return fmt.Errorf("starting a new segment: %w", err)
+	}
+	w := &l.work
+	w.copyFrom(&l.tip)
+	l.buf.Reset()
+	if err := l.addCheckpoint(w, &l.buf, l.cfg.now()); err != nil {
+		return err
+	}
+	if err := l.cur.writeDurable(l.buf.Bytes(), l.logger); err != nil {
+		return err
+	}
+	l.tip.copyFrom(w)
+	return nil
+}
+
+// segmentFile is one open log file and its durable length.
+type segmentFile struct {
+	f     file
+	size  int64 // durable length
+	dirty bool  // bytes past size may be on disk and must be cut first
 }
 
 // writeDurable appends b and fdatasyncs. On failure it cuts the file back to
 // the last durable length; if that fails too, the next call tries again
 // before writing anything.
-func (l *Log) writeDurable(b []byte) error {
-	if l.dirty {
-		if err := l.f.Truncate(l.size); err != nil {
+func (s *segmentFile) writeDurable(b []byte, logger *slog.Logger) error {
+	if s.dirty {
+		if err := s.f.Truncate(s.size); err != nil {
 			return fmt.Errorf("truncating to the last durable length: %w", err)
 		}
-		l.dirty = false
-		l.logger.Info("audit log cut back to its last durable length", "bytes", l.size)
+		s.dirty = false
+		logger.Info("audit log cut back to its last durable length", "bytes", s.size)
 	}
-	n, err := l.f.Write(b)
+	n, err := s.f.Write(b)
 	if err == nil && n != len(b) {
 		err = io.ErrShortWrite
 	}
 	if err != nil {
 		err = fmt.Errorf("writing: %w", err)
-	} else if serr := l.f.Datasync(); serr != nil {
+	} else if serr := s.f.Datasync(); serr != nil {
 		err = fmt.Errorf("syncing: %w", serr)
 	}
 	if err == nil {
+		s.size += int64(len(b))
 		return nil
 	}
-	l.dirty = true
-	if terr := l.f.Truncate(l.size); terr != nil {
-		l.logger.Error("audit log could not be cut back to its last durable length; will retry", "err", terr)
+	s.dirty = true
+	if terr := s.f.Truncate(s.size); terr != nil {
+		logger.Error("audit log could not be cut back to its last durable length; will retry", "err", terr)
 		return err
 	}
-	l.dirty = false
+	s.dirty = false
 	return err
+}
+
+// close cuts off bytes of a failed write that could not be cut back
+// earlier, then closes the file.
+func (s *segmentFile) close() error {
+	var errs []error
+	if s.dirty {
+		if err := s.f.Truncate(s.size); err != nil {
+			errs = append(errs, fmt.Errorf("truncating audit log to its durable length: %w", err))
+		}
+	}
+	if err := s.f.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("closing audit log: %w", err))
+	}
+	return errors.Join(errs...)
 }

@@ -25,6 +25,15 @@ const (
 	TypeCredentialUse   = "credential.use"
 	TypeRequestResult   = "request.result"
 	TypePolicyLoad      = "policy.load"
+
+	// TypeCheckpoint and TypeSegment are written by the log itself; Append
+	// refuses them. A checkpoint's Detail is a signed C2SP tlog-checkpoint
+	// note for the tree of all records before it (size == its seq). A
+	// segment record starts every segment after the first; its Detail is
+	// the tree size (== its seq) and the frontier hashes, so a segment can
+	// be verified without the ones before it.
+	TypeCheckpoint = "checkpoint"
+	TypeSegment    = "segment"
 )
 
 const (
@@ -109,6 +118,7 @@ var (
 	errEmptyType   = errors.New("record type is empty")
 	errBadType     = errors.New("record type must be at most 64 bytes of [a-z0-9._-]")
 	errLineTooLong = fmt.Errorf("record is longer than %d bytes once encoded", maxLineBytes)
+	errReserved    = errors.New("record type is reserved for the log itself")
 )
 
 // validType reports whether t is a well-formed record type.
@@ -170,7 +180,7 @@ func encodeRecord(r Record, seq uint64, prev tlog.Hash, ts time.Time) ([]byte, e
 		Detail:     utf8Clean(r.Detail),
 	}
 	if seq > 0 {
-		l.Prev = base64.StdEncoding.EncodeToString(prev[:])
+		l.Prev = encodeHash(prev)
 	}
 	b, err := json.Marshal(&l)
 	if err != nil {

@@ -60,7 +60,7 @@ func TestEncodeRecordGolden(t *testing.T) {
 				t.Fatalf("got\n%s\nwant\n%s", b, tc.want)
 			}
 			// Whatever the writer produces, the verifier's canonical check accepts.
-			c := chain{next: tc.seq, head: prev}
+			c := chainAt(tc.seq, prev)
 			if verr := c.add(b); verr != nil {
 				t.Fatalf("writer output does not verify: %v", verr)
 			}

@@ -2,94 +2,288 @@ package audit
 
 import (
 	"bufio"
-	"bytes"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"strings"
-	"time"
+	"os"
 
 	"golang.org/x/mod/sumdb/tlog"
 )
 
-// Summary describes a log that verified: how many records it holds and the
-// leaf hash of the last one (zero for an empty log).
+// Summary describes a log (or a run of segments) that verified.
 type Summary struct {
+	// First is the seq of the first record read: 0, or the seq of the
+	// segment record that a run of retained segments starts with.
+	First uint64
+	// Records is the size of the log: the seq the next record will get.
+	// Records before First were in segments that are no longer kept.
 	Records uint64
-	Head    tlog.Hash
+	// Head is the leaf hash of the last record (zero for an empty log).
+	Head tlog.Hash
+	// Checkpoints is the number of checkpoint records read.
+	Checkpoints int
+	// LastCheckpoint is the tree size (== seq) of the last checkpoint, 0 if
+	// there is none, and LastCheckpointNote its signed note: keep a copy
+	// elsewhere and pass it to WithTrustedCheckpoint later to detect a
+	// rollback or rewrite.
+	LastCheckpoint     uint64
+	LastCheckpointNote []byte
+	// Unsealed counts the records after the last checkpoint (all records
+	// read if there is none). No signature covers them yet, so they could
+	// be cut off without a trace: a warning to show, not an error.
+	Unsealed uint64
+	// Recovered counts "recovered" records: torn tails the writer cut off
+	// after a crash, or a missing active segment it continued from.
+	Recovered int
 }
 
-// VerifyError names the first place a log stops being a valid chain.
-// Line is 1-based. Seq is the seq that line should carry (Line-1): every
-// record before it verified, so it is the first bad seq. Reason never quotes
-// the content of the log.
+// Sentinel errors a *VerifyError may wrap (test with errors.Is).
+var (
+	// ErrRolledBack: the log is shorter than a trusted checkpoint.
+	ErrRolledBack = errors.New("log rolled back")
+	// ErrRewritten: the log's tree at a trusted checkpoint's size has
+	// another root.
+	ErrRewritten = errors.New("log rewritten")
+)
+
+// ErrTrustedCheckpointTooOld is returned (wrapped, not as a *VerifyError)
+// when a trusted checkpoint covers fewer records than the first retained
+// record: the records it covers are gone, so it cannot be checked.
+var ErrTrustedCheckpointTooOld = errors.New("trusted checkpoint predates the retained log")
+
+// VerifyError names the first place a log stops being valid. Path is the
+// file (VerifyFiles, ProveFiles; empty for a reader), Line the 1-based line
+// in it, and Seq the seq that line should carry: every record before it
+// verified, so it is the first bad seq. For ErrRewritten, Seq is the last
+// record of the tree that differs. Reason never quotes the log.
 type VerifyError struct {
+	Path   string
 	Line   int
 	Seq    uint64
 	Reason string
+	Err    error // ErrRolledBack, ErrRewritten or nil
 }
 
 func (e *VerifyError) Error() string {
-	return fmt.Sprintf("line %d (seq %d): %s", e.Line, e.Seq, e.Reason)
+	s := fmt.Sprintf("line %d (seq %d): %s", e.Line, e.Seq, e.Reason)
+	if e.Path != "" {
+		s = e.Path + ": " + s
+	}
+	return s
 }
 
-// Verify reads a whole log and checks that every line is strict, canonical
-// JSON with v == 1, that seq is contiguous from 0, that prev is the leaf hash
-// of the previous line, and that the log ends with a newline. It returns the
-// number of records and the last leaf hash, a *VerifyError for the first bad
-// line, or a wrapped read error.
-func Verify(r io.Reader) (Summary, error) {
-	res, err := scan(r, false)
+// Unwrap returns Err.
+func (e *VerifyError) Unwrap() error { return e.Err }
+
+// VerifyOption configures Verify, VerifyFiles.
+type VerifyOption func(*verifyConfig)
+
+type verifyConfig struct {
+	keys    []string
+	trusted [][]byte
+	err     error
+}
+
+// WithVerifierKey makes Verify check every checkpoint's Ed25519 signature
+// against key (a note verifier key, "name+hash+base64", as written by
+// WriteVerifierKey; surrounding space is ignored) and that its origin is
+// the key's name. A checkpoint signed by any other key is tampering. Give
+// the option once per key to accept several (across a key change).
+func WithVerifierKey(key string) VerifyOption {
+	return func(c *verifyConfig) {
+		if key == "" && c.err == nil {
+			c.err = errors.New("verifier key is empty")
+		}
+		c.keys = append(c.keys, key)
+	}
+}
+
+// WithTrustedCheckpoint gives Verify a checkpoint note saved earlier
+// somewhere the host cannot rewrite. The log must contain its tree as a
+// prefix: a log with fewer records fails with ErrRolledBack, one whose tree
+// of that size has another root with ErrRewritten. With WithVerifierKey the
+// note's signature is checked too. May be given more than once.
+func WithTrustedCheckpoint(note []byte) VerifyOption {
+	return func(c *verifyConfig) { c.trusted = append(c.trusted, note) }
+}
+
+// Verify reads a whole log from r and checks that every line is strict,
+// canonical JSON with v == 1, that seq is contiguous, that prev is the leaf
+// hash of the previous line, that every checkpoint is a well-formed note
+// whose size is its own seq and whose root is the tree hash of the records
+// before it (and, with WithVerifierKey, is signed by that key), that every
+// segment record carries the tree so far, and that the log ends with a
+// newline. The log may start at seq 0 or, for a run of retained segments,
+// with a segment record. It returns a Summary, a *VerifyError for the first
+// bad line, or another error for bad options or a failed read.
+func Verify(r io.Reader, opts ...VerifyOption) (Summary, error) {
+	c, err := newVerifyChain(opts)
 	if err != nil {
 		return Summary{}, err
 	}
-	return res.summary, nil
+	if _, _, err := c.scan(r, false); err != nil {
+		return Summary{}, err
+	}
+	if err := c.finish(); err != nil {
+		return Summary{}, err
+	}
+	return c.summary(), nil
 }
 
-// scanResult is what a sequential read of a log found.
-type scanResult struct {
-	summary Summary
-	size    int64 // offset just past the last complete, valid line
-	torn    int64 // bytes after size with no '\n' (only when allowTorn)
+// VerifyFiles verifies a run of segments in order (as SegmentPaths lists
+// them), as Verify does one log, carrying the chain and the tree across
+// files: every file after the first must start with a segment record that
+// continues the one before. The first file may be any retained segment.
+func VerifyFiles(paths []string, opts ...VerifyOption) (Summary, error) {
+	if len(paths) == 0 {
+		return Summary{}, errors.New("verifying audit log: no files")
+	}
+	c, err := newVerifyChain(opts)
+	if err != nil {
+		return Summary{}, err
+	}
+	if err := c.scanFiles(paths); err != nil {
+		return Summary{}, err
+	}
+	if err := c.finish(); err != nil {
+		return Summary{}, err
+	}
+	return c.summary(), nil
 }
 
-// scan reads r line by line, checking the chain. With allowTorn a final line
-// without '\n' is reported in torn instead of being an error.
-func scan(r io.Reader, allowTorn bool) (scanResult, error) {
-	var (
-		res scanResult
-		c   chain
-		buf []byte
-	)
+func newVerifyChain(opts []VerifyOption) (*chain, error) {
+	var cfg verifyConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.err != nil {
+		return nil, fmt.Errorf("verifying audit log: %w", cfg.err)
+	}
+	keys, err := newKeyring(cfg.keys)
+	if err != nil {
+		return nil, fmt.Errorf("verifying audit log: %w", err)
+	}
+	c := &chain{keys: keys}
+	for _, n := range cfg.trusted {
+		cp, err := keys.open(n)
+		if err != nil {
+			return nil, fmt.Errorf("verifying audit log: trusted checkpoint: %w", err)
+		}
+		if c.trusted == nil {
+			c.trusted = make(map[uint64]tlog.Hash)
+			c.trustedMin = cp.size
+		}
+		if root, ok := c.trusted[cp.size]; ok && root != cp.root {
+			return nil, errors.New("verifying audit log: two trusted checkpoints of the same size disagree")
+		}
+		c.trusted[cp.size] = cp.root
+		c.trustedMin = min(c.trustedMin, cp.size)
+		c.trustedMax = max(c.trustedMax, cp.size)
+	}
+	return c, nil
+}
+
+// tip is the end of a log: what the next record chains to.
+type tip struct {
+	next    uint64    // seq of the next record
+	head    tlog.Hash // leaf hash of record next-1
+	tree    frontier  // tree of records [0, next)
+	sinceCP uint64    // records after the last checkpoint
+}
+
+// push adds line b (without '\n') as the next leaf and returns its hash.
+func (t *tip) push(b []byte) tlog.Hash {
+	h := tlog.RecordHash(b)
+	t.head = h
+	t.tree.add(h)
+	t.next++
+	return h
+}
+
+func (t *tip) copyFrom(o *tip) {
+	t.next, t.head, t.sinceCP = o.next, o.head, o.sinceCP
+	t.tree.copyFrom(&o.tree)
+}
+
+// chain checks lines one after another.
+type chain struct {
+	tip
+	started      bool   // a first line has been seen
+	first        uint64 // seq of the first line
+	path         string // current file, for errors
+	line         int    // lines read from the current file
+	wantSegStart bool   // the current file must start with a segment record
+
+	keys      *keyring // nil: checkpoint signatures are not checked
+	cps       int
+	lastCP    uint64
+	lastNote  string
+	recovered int
+
+	trusted                map[uint64]tlog.Hash // trusted checkpoints: size -> root
+	trustedMin, trustedMax uint64
+
+	// hook, if set, sees every accepted line before it joins the tree.
+	hook func(b []byte, h tlog.Hash, l *line)
+}
+
+func (c *chain) fail(reason string) *VerifyError {
+	return &VerifyError{Path: c.path, Line: c.line, Seq: c.next, Reason: reason}
+}
+
+// scan reads r line by line, checking the chain. It returns the offset
+// just past the last complete line and, with allowTorn, the length of a
+// final line without '\n' (otherwise that is an error).
+func (c *chain) scan(r io.Reader, allowTorn bool) (size, torn int64, err error) {
+	var buf []byte
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
 		b, complete, err := readLine(br, buf[:0])
 		buf = b
 		if err != nil && !errors.Is(err, io.EOF) {
 			if errors.Is(err, errLineTooLong) {
-				return res, c.fail(fmt.Sprintf("line is longer than %d bytes", maxLineBytes))
+				c.line++
+				return size, 0, c.fail(fmt.Sprintf("line is longer than %d bytes", maxLineBytes))
 			}
-			return res, fmt.Errorf("reading audit log: %w", err)
+			return size, 0, fmt.Errorf("reading audit log: %w", err)
 		}
 		if !complete {
 			if len(b) == 0 {
-				break // clean end of input
+				return size, 0, nil // clean end of input
 			}
 			if allowTorn {
-				res.torn = int64(len(b))
-				break
+				return size, int64(len(b)), nil
 			}
-			return res, c.fail("missing trailing newline (torn final line)")
+			c.line++
+			return size, 0, c.fail("missing trailing newline (torn final line)")
 		}
 		if verr := c.add(b); verr != nil {
-			return res, verr
+			return size, 0, verr
 		}
-		res.size += int64(len(b)) + 1
+		size += int64(len(b)) + 1
 	}
-	res.summary = Summary{Records: c.next, Head: c.head}
-	return res, nil
+}
+
+// scanFiles scans each file in turn; every file after the first must start
+// with a segment record.
+func (c *chain) scanFiles(paths []string) error {
+	for i, p := range paths {
+		if err := c.scanFile(p, i > 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *chain) scanFile(path string, segStart bool) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("reading audit log: %w", err)
+	}
+	defer f.Close()
+	c.path, c.line, c.wantSegStart = path, 0, segStart
+	_, _, err = c.scan(f, false)
+	return err
 }
 
 // readLine appends to buf the next line of br without its '\n'. complete is
@@ -116,29 +310,20 @@ func readLine(br *bufio.Reader, buf []byte) (_ []byte, complete bool, _ error) {
 	}
 }
 
-// chain checks lines one after another.
-type chain struct {
-	next uint64    // seq the next line must carry
-	head tlog.Hash // leaf hash of the last accepted line
-}
-
-func (c *chain) fail(reason string) *VerifyError {
-	return &VerifyError{Line: int(c.next) + 1, Seq: c.next, Reason: reason}
-}
-
 // add checks one line (without '\n') and, if it is good, advances the chain.
 func (c *chain) add(b []byte) *VerifyError {
-	var l line
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&l); err != nil {
-		return c.fail(jsonReason(err))
+	c.line++
+	l, reason := decodeLine(b)
+	if reason != "" {
+		return c.fail(reason)
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return c.fail("invalid JSON: data after the record")
+	if c.wantSegStart && c.line == 1 && l.Type != TypeSegment {
+		return c.fail("file does not start with a segment record")
 	}
-	if l.V != formatVersion {
-		return c.fail(fmt.Sprintf("unsupported version %d, want %d", l.V, formatVersion))
+	if !c.started {
+		if verr := c.start(&l); verr != nil {
+			return verr
+		}
 	}
 	if l.Seq != c.next {
 		return c.fail(fmt.Sprintf("seq is %d, want %d (a record is missing, inserted or moved)", l.Seq, c.next))
@@ -147,38 +332,147 @@ func (c *chain) add(b []byte) *VerifyError {
 		if l.Prev != "" {
 			return c.fail("prev must be empty for seq 0")
 		}
-	} else if l.Prev != base64.StdEncoding.EncodeToString(c.head[:]) {
+	} else if l.Prev != encodeHash(c.head) {
 		return c.fail("prev does not match the leaf hash of the previous line")
 	}
-	if ts, err := time.Parse(timestampLayout, l.TS); err != nil || ts.Format(timestampLayout) != l.TS {
-		return c.fail("ts is not a UTC timestamp with microseconds")
+	if reason := checkForm(&l, b); reason != "" {
+		return c.fail(reason)
 	}
-	if err := validType(l.Type); err != nil {
+	switch l.Type {
+	case TypeCheckpoint:
+		if verr := c.checkpoint(&l); verr != nil {
+			return verr
+		}
+	case TypeSegment:
+		if verr := c.segment(&l); verr != nil {
+			return verr
+		}
+	case TypeRecovered:
+		c.recovered++
+	}
+	h := tlog.RecordHash(b)
+	if c.hook != nil {
+		c.hook(b, h, &l)
+	}
+	c.head = h
+	c.tree.add(h)
+	c.next++
+	if l.Type == TypeCheckpoint {
+		c.sinceCP = 0
+	} else {
+		c.sinceCP++
+	}
+	return c.checkTrusted(c.next - 1)
+}
+
+// start takes the first line: a log starts at seq 0, or a run of retained
+// segments with a segment record, which then seeds the chain and the tree.
+func (c *chain) start(l *line) *VerifyError {
+	c.started = true
+	if l.Type != TypeSegment || l.Seq == 0 {
+		return nil
+	}
+	c.next, c.first = l.Seq, l.Seq
+	f, err := parseFrontier(l.Detail)
+	if err != nil {
 		return c.fail(err.Error())
 	}
-	canon, err := json.Marshal(&l)
-	if err != nil || !bytes.Equal(canon, b) {
-		return c.fail("line is not in canonical form")
+	if f.size != l.Seq {
+		return c.fail(fmt.Sprintf("segment tree size is %d, want its seq %d", f.size, l.Seq))
 	}
-	c.head = tlog.RecordHash(b)
-	c.next++
+	head, err := decodeHash(l.Prev)
+	if err != nil {
+		return c.fail("prev is not a base64 leaf hash")
+	}
+	c.head, c.tree = head, f
+	return c.checkTrusted(c.next)
+}
+
+// checkpoint checks a checkpoint record before it joins the tree.
+func (c *chain) checkpoint(l *line) *VerifyError {
+	if !onlyDetail(l) {
+		return c.fail("checkpoint record carries fields other than detail")
+	}
+	cp, err := c.keys.open([]byte(l.Detail))
+	if err != nil {
+		return c.fail(err.Error())
+	}
+	if cp.size != l.Seq {
+		return c.fail(fmt.Sprintf("checkpoint size is %d, want its seq %d", cp.size, l.Seq))
+	}
+	if c.cps > 0 && cp.size <= c.lastCP {
+		return c.fail("checkpoint sizes do not increase")
+	}
+	if cp.root != c.tree.root() {
+		return c.fail(fmt.Sprintf("checkpoint root is not the tree hash of records 0..%d", cp.size-1))
+	}
+	c.cps++
+	c.lastCP = cp.size
+	c.lastNote = l.Detail
 	return nil
 }
 
-// jsonReason describes a decoding error without quoting the input.
-func jsonReason(err error) string {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syn):
-		return fmt.Sprintf("invalid JSON at byte %d", syn.Offset)
-	case errors.As(err, &typ):
-		return fmt.Sprintf("invalid JSON: field %q has the wrong type", typ.Field)
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "invalid JSON: incomplete record"
-	case strings.HasPrefix(err.Error(), "json: unknown field"):
-		return "invalid JSON: unknown field"
-	default:
-		return "invalid JSON"
+// segment checks that a segment record carries the tree so far.
+func (c *chain) segment(l *line) *VerifyError {
+	if !onlyDetail(l) {
+		return c.fail("segment record carries fields other than detail")
 	}
+	f, err := parseFrontier(l.Detail)
+	if err != nil {
+		return c.fail(err.Error())
+	}
+	if f.size != l.Seq {
+		return c.fail(fmt.Sprintf("segment tree size is %d, want its seq %d", f.size, l.Seq))
+	}
+	if !f.equal(&c.tree) {
+		return c.fail("segment frontier is not the tree so far (the segment does not continue the log)")
+	}
+	return nil
+}
+
+// checkTrusted compares the tree, now of c.next records, with a trusted
+// checkpoint of that size. seq is the record that completed the tree.
+func (c *chain) checkTrusted(seq uint64) *VerifyError {
+	root, ok := c.trusted[c.next]
+	if !ok || root == c.tree.root() {
+		return nil
+	}
+	return &VerifyError{
+		Path: c.path, Line: c.line, Seq: seq, Err: ErrRewritten,
+		Reason: fmt.Sprintf("log rewritten: records 0..%d do not hash to the trusted checkpoint's root", c.next-1),
+	}
+}
+
+// finish runs the checks that need the whole log.
+func (c *chain) finish() error {
+	if c.trusted == nil {
+		return nil
+	}
+	if c.trustedMax > c.next {
+		return &VerifyError{
+			Path: c.path, Line: c.line + 1, Seq: c.next, Err: ErrRolledBack,
+			Reason: fmt.Sprintf("log rolled back: it ends before seq %d, but a trusted checkpoint covers %d records", c.next, c.trustedMax),
+		}
+	}
+	if c.trustedMin < c.first {
+		return fmt.Errorf("verifying audit log: a trusted checkpoint covers %d records, the first retained is seq %d: %w",
+			c.trustedMin, c.first, ErrTrustedCheckpointTooOld)
+	}
+	return nil
+}
+
+func (c *chain) summary() Summary {
+	s := Summary{
+		First:       c.first,
+		Records:     c.next,
+		Head:        c.head,
+		Checkpoints: c.cps,
+		Unsealed:    c.sinceCP,
+		Recovered:   c.recovered,
+	}
+	if c.cps > 0 {
+		s.LastCheckpoint = c.lastCP
+		s.LastCheckpointNote = []byte(c.lastNote)
+	}
+	return s
 }
