@@ -26,7 +26,13 @@ type Config struct {
 		Key  string `toml:"key"`
 	} `toml:"ca"`
 	Audit struct {
-		Log string `toml:"log"`
+		Log                string  `toml:"log"`
+		VerifierKey        string  `toml:"verifier_key"`
+		Origin             string  `toml:"origin"`
+		CheckpointEvery    int     `toml:"checkpoint_every"`
+		CheckpointInterval float64 `toml:"checkpoint_interval"`
+		SegmentMB          int     `toml:"segment_mb"`
+		KeepSegments       int     `toml:"keep_segments"`
 	} `toml:"audit"`
 	Proxy struct {
 		Port            int      `toml:"port"`
@@ -94,6 +100,21 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	abs(&c.CA.Cert, filepath.Join(c.StateDir, "ca.pem"))
 	abs(&c.CA.Key, filepath.Join(c.StateDir, "ca-key.pem"))
 	abs(&c.Audit.Log, filepath.Join(c.StateDir, "audit.jsonl"))
+	abs(&c.Audit.VerifierKey, filepath.Join(c.StateDir, "audit.pub"))
+	if c.Audit.Origin == "" {
+		c.Audit.Origin = "wirken/audit"
+	}
+	for _, n := range []struct {
+		name string
+		v    float64
+	}{
+		{"checkpoint_every", float64(c.Audit.CheckpointEvery)}, {"checkpoint_interval", c.Audit.CheckpointInterval},
+		{"segment_mb", float64(c.Audit.SegmentMB)}, {"keep_segments", float64(c.Audit.KeepSegments)},
+	} {
+		if n.v < 0 {
+			errs = append(errs, fmt.Sprintf("%s:%d: audit.%s: must not be negative", path, keyLine(data, toml.Key{"audit", n.name}), n.name))
+		}
+	}
 	for i := range c.Proxy.UpstreamCAFiles {
 		abs(&c.Proxy.UpstreamCAFiles[i], "")
 	}

@@ -69,20 +69,6 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 	if err := os.MkdirAll(cfg.StateDir, 0o711); err != nil {
 		return fmt.Errorf("creating state dir: %w", err)
 	}
-	d.audit, err = audit.Open(cfg.Audit.Log, log)
-	if err != nil {
-		return fmt.Errorf("opening audit log: %w", err)
-	}
-	defer func() {
-		if _, aerr := d.audit.Append(audit.Record{Type: "shutdown", Reason: errString(err)}); aerr != nil {
-			log.Error("writing shutdown record", "err", aerr)
-		}
-		d.audit.Close()
-	}()
-	if _, err := d.audit.Append(audit.Record{Type: "startup", Policy: pol.Digest(), Detail: "pid " + strconv.Itoa(os.Getpid())}); err != nil {
-		return fmt.Errorf("writing startup record: %w", err)
-	}
-
 	seal, err := vault.AEADSeal(ctx, cfg.Vault.KeyFile)
 	if err != nil {
 		return fmt.Errorf("opening vault seal: %w", err)
@@ -92,6 +78,29 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		return fmt.Errorf("unsealing vault: %w", err)
 	}
 	defer d.vault.Close()
+
+	// The audit log's checkpoint key comes from the vault's root key, so it is as safe at rest
+	// as the secrets; its public half is published for verifiers.
+	signer, err := AuditSigner(d.vault, cfg)
+	if err != nil {
+		return err
+	}
+	if err := PublishVerifierKey(cfg, signer); err != nil {
+		return err
+	}
+	d.audit, err = audit.Open(cfg.Audit.Log, log, cfg.auditOptions(signer)...)
+	if err != nil {
+		return fmt.Errorf("opening audit log: %w", err)
+	}
+	defer func() {
+		if _, aerr := d.audit.Append(audit.Record{Type: "shutdown", Reason: errString(err)}); aerr != nil {
+			log.Error("writing shutdown record", "err", aerr)
+		}
+		d.audit.Close()
+	}()
+	if _, err := d.audit.Append(audit.Record{Type: "startup", Policy: pol.Digest(), Generation: d.vault.Generation(), Detail: "pid " + strconv.Itoa(os.Getpid())}); err != nil {
+		return fmt.Errorf("writing startup record: %w", err)
+	}
 
 	ca, err := mitm.LoadCA(cfg.CA.Cert, cfg.CA.Key)
 	if err != nil {

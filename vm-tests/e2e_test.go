@@ -104,6 +104,7 @@ type env struct {
 	upCA         *testCA
 	otlp         *otlpReceiver // nil when exporting elsewhere
 	otlpEndpoint string
+	auditPath    string
 	daemonMu     sync.Mutex
 }
 
@@ -155,13 +156,18 @@ func freePort(t *testing.T) int {
 // newEnv starts a daemon whose spans and metrics go to a local OTLP receiver.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	return newEnvExporting(t, "")
+	return newEnvWith(t, envOptions{})
 }
 
-// newEnvExporting starts a daemon exporting over OTLP/HTTP to endpoint, or to a local receiver
-// the test reads when endpoint is "".
-func newEnvExporting(t *testing.T, endpoint string) *env {
+// envOptions change what newEnvWith sets up.
+type envOptions struct {
+	otlpEndpoint string // export there instead of to a local receiver the test reads
+	auditDir     string // keep the audit log there instead of in the state dir
+}
+
+func newEnvWith(t *testing.T, opt envOptions) *env {
 	t.Helper()
+	endpoint := opt.otlpEndpoint
 	requireRoot(t)
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Fatal("curl is required (make test installs it)")
@@ -189,6 +195,10 @@ func newEnvExporting(t *testing.T, endpoint string) *env {
 		endpoint = "http://" + e.otlp.addr
 	}
 	e.otlpEndpoint = endpoint
+	e.auditPath = filepath.Join(dir, "state", "audit.jsonl")
+	if opt.auditDir != "" {
+		e.auditPath = filepath.Join(opt.auditDir, "audit.jsonl")
+	}
 	e.api = startUpstream(t, "127.0.0.2:443", e.upCA.leaf(t, "api.example.test"))
 	e.other = startUpstream(t, "127.0.0.3:443", e.upCA.leaf(t, "evil.example.test"))
 	write(t, filepath.Join(dir, "upstream-ca.pem"), e.upCA.pem)
@@ -217,6 +227,9 @@ control_socket = %q
 [proxy]
 port = %d
 upstream_ca_files = ["upstream-ca.pem"]
+[audit]
+log = %q
+checkpoint_interval = 0.2
 [cgroup]
 root = %q
 [bpf]
@@ -224,7 +237,7 @@ pin_dir = %q
 [log]
 level = "debug"
 format = "json"
-`, filepath.Join(dir, "state"), filepath.Join(dir, "control.sock"), freePort(t), filepath.Base(e.cgroup), e.pinDir)))
+`, filepath.Join(dir, "state"), filepath.Join(dir, "control.sock"), freePort(t), e.auditPath, filepath.Base(e.cgroup), e.pinDir)))
 
 	e.wirken(nil, "vault", "init").mustSucceed(t)
 	e.wirken(nil, "ca", "init").mustSucceed(t)
@@ -366,7 +379,7 @@ func (e *env) cleanup() {
 }
 
 func (e *env) auditLog() string {
-	b, err := os.ReadFile(filepath.Join(e.dir, "state", "audit.jsonl"))
+	b, err := os.ReadFile(e.auditPath)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -497,22 +510,63 @@ func TestWalkingSkeleton(t *testing.T) {
 		}
 	})
 
-	t.Run("audit log verifies and detects a flipped byte", func(t *testing.T) {
-		r := e.wirken(nil, "audit", "verify").mustSucceed(t)
-		if !strings.Contains(r.stdout, "ok") {
-			t.Fatalf("audit verify said %q", r.stdout)
+	t.Run("audit log verifies, proves a record, and detects tampering", func(t *testing.T) {
+		use := e.records("credential.use")
+		if len(use) == 0 {
+			t.Fatal("no credential.use record")
 		}
+		seq := strconv.FormatInt(int64(use[0]["seq"].(float64)), 10)
+		// Checkpoints come every 0.2 s here; wait for one that seals the request's record.
+		saved := filepath.Join(e.dir, "saved-checkpoint")
+		deadline := time.Now().Add(10 * time.Second)
+		var proof result
+		for {
+			proof = e.wirken(nil, "audit", "prove", "--seq", seq)
+			if proof.code == 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		proof.mustSucceed(t)
+		write(t, filepath.Join(e.dir, "proof"), []byte(proof.stdout))
+		e.wirken(nil, "audit", "prove", "--check", filepath.Join(e.dir, "proof")).mustSucceed(t)
+
+		r := e.wirken(nil, "audit", "verify", "--save-checkpoint", saved).mustSucceed(t)
+		if !strings.Contains(r.stdout, "ok") || strings.Contains(r.stderr, "no verifier key") {
+			t.Fatalf("audit verify said %q %q", r.stdout, r.stderr)
+		}
+		tail := e.wirken(nil, "audit", "tail", "-n", "100").mustSucceed(t)
+		if !strings.Contains(tail.stdout, "credential.use") || !strings.Contains(tail.stdout, `agent="demo"`) {
+			t.Fatalf("audit tail shows %q", tail.stdout)
+		}
+
 		log := []byte(e.auditLog())
 		i := bytes.Index(log, []byte(`"credential.use"`))
 		if i < 0 {
 			t.Fatal("no credential.use record")
 		}
-		log[i+3] ^= 0x01
+		flipped := append([]byte(nil), log...)
+		flipped[i+3] ^= 0x01
 		bad := filepath.Join(e.dir, "tampered.jsonl")
-		write(t, bad, log)
+		write(t, bad, flipped)
 		r = e.wirken(nil, "audit", "verify", "--log", bad)
+		// A changed record shows where the chain breaks: at it, or at the next one's prev.
+		next := strconv.FormatInt(int64(use[0]["seq"].(float64))+1, 10)
+		if r.code != 1 || !strings.Contains(r.stderr, "TAMPERED") ||
+			!(strings.Contains(r.stderr, "(seq "+seq+")") || strings.Contains(r.stderr, "(seq "+next+"): prev")) {
+			t.Fatalf("tampered log: exit %d, stderr %q; want exit 1 naming seq %s", r.code, r.stderr, seq)
+		}
+
+		// A log cut back to before the saved checkpoint is a rollback, even though what is
+		// left is internally consistent.
+		lines := bytes.SplitAfter(log, []byte("\n"))
+		short := bytes.Join(lines[:2], nil)
+		rolled := filepath.Join(e.dir, "rolled-back.jsonl")
+		write(t, rolled, short)
+		e.wirken(nil, "audit", "verify", "--log", rolled).mustSucceed(t)
+		r = e.wirken(nil, "audit", "verify", "--log", rolled, "--trusted-checkpoint", saved)
 		if r.code != 1 || !strings.Contains(r.stderr, "TAMPERED") {
-			t.Fatalf("tampered log: exit %d, stderr %q; want exit 1 naming the bad record", r.code, r.stderr)
+			t.Fatalf("rolled-back log against a trusted checkpoint: exit %d, stderr %q; want exit 1", r.code, r.stderr)
 		}
 	})
 

@@ -58,7 +58,7 @@ exporters: {jaeger_storage_exporter: {trace_storage: mem}}
 	})
 	waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/status", healthPort), logs)
 
-	e := newEnvExporting(t, fmt.Sprintf("http://127.0.0.1:%d", otlpPort))
+	e := newEnvWith(t, envOptions{otlpEndpoint: fmt.Sprintf("http://127.0.0.1:%d", otlpPort)})
 	e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo", "--fail")...).mustSucceed(t)
 	use := e.records("credential.use")
 	if len(use) != 1 {

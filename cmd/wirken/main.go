@@ -41,7 +41,7 @@ func init() {
 		"exec":    {"run a command as an agent: exec --agent NAME [--user U] -- CMD...", cmdExec},
 		"vault":   {"manage the vault: init | put NAME | list", cmdVault},
 		"policy":  {"check a policy file: policy check FILE", cmdPolicy},
-		"audit":   {"verify the audit log: audit verify [--log FILE]", cmdAudit},
+		"audit":   {"read the audit log: audit verify [--trusted-checkpoint F] | tail [-f] [--json] | prove --seq N", cmdAudit},
 		"ca":      {"create the interception CA: ca init", cmdCA},
 		"status":  {"ask the running daemon for its status", cmdStatus},
 		"reload":  {"ask the running daemon to reload its policy", cmdReload},
