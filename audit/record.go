@@ -67,6 +67,9 @@ type Record struct {
 	Policy     string // policy digest
 	Generation uint64
 	Detail     string
+	Model      string // LLM model the response named
+	TokensIn   int64  // LLM input tokens the response reported
+	TokensOut  int64  // LLM output tokens the response reported
 }
 
 // Entry identifies a durable record: its seq and its RFC 6962 leaf hash.
@@ -112,6 +115,9 @@ type line struct {
 	Policy     string `json:"policy,omitempty"`
 	Generation uint64 `json:"generation,omitempty"`
 	Detail     string `json:"detail,omitempty"`
+	Model      string `json:"model,omitempty"`
+	TokensIn   int64  `json:"tokens_in,omitempty"`
+	TokensOut  int64  `json:"tokens_out,omitempty"`
 }
 
 var (
@@ -178,6 +184,9 @@ func encodeRecord(r Record, seq uint64, prev tlog.Hash, ts time.Time) ([]byte, e
 		Policy:     utf8Clean(r.Policy),
 		Generation: r.Generation,
 		Detail:     utf8Clean(r.Detail),
+		Model:      utf8Clean(r.Model),
+		TokensIn:   r.TokensIn,
+		TokensOut:  r.TokensOut,
 	}
 	if seq > 0 {
 		l.Prev = encodeHash(prev)

@@ -119,3 +119,20 @@ func appendIfSet(attrs []attribute.KeyValue, k attribute.Key, v string) []attrib
 	}
 	return append(attrs, k.String(v))
 }
+
+// SetUsage records what an LLM API response reported, with the OpenTelemetry GenAI attribute
+// names.
+func SetUsage(span trace.Span, model string, inputTokens, outputTokens int64) {
+	if span == nil {
+		return
+	}
+	if model != "" {
+		span.SetAttributes(attribute.String("gen_ai.response.model", model))
+	}
+	if inputTokens > 0 {
+		span.SetAttributes(attribute.Int64("gen_ai.usage.input_tokens", inputTokens))
+	}
+	if outputTokens > 0 {
+		span.SetAttributes(attribute.Int64("gen_ai.usage.output_tokens", outputTokens))
+	}
+}

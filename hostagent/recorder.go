@@ -66,7 +66,7 @@ func (r *recorder) Deny(ctx context.Context, e mitm.Event) {
 }
 
 // Begin makes the allow record durable before the request may go upstream.
-func (r *recorder) Begin(ctx context.Context, e mitm.Event) (context.Context, func(int, int64, error), error) {
+func (r *recorder) Begin(ctx context.Context, e mitm.Event) (context.Context, func(mitm.Result), error) {
 	rec := r.record(e)
 	rec.Decision = "allow"
 	ctx, span := audit.StartSpan(ctx, r.tracer, r.spanStart(e))
@@ -81,23 +81,27 @@ func (r *recorder) Begin(ctx context.Context, e mitm.Event) (context.Context, fu
 		audit.EndSpan(span, 503, "deny", audit.Entry{}, err)
 		return ctx, nil, fmt.Errorf("writing audit record: %w", err)
 	}
-	finish := func(status int, n int64, ferr error) {
-		res := r.record(e)
+	finish := func(out mitm.Result) {
 		// credential.result closes a credential.use; request.result any other forwarded request.
-		res.Type, res.Status, res.Bytes = "request.result", status, n
+		res := r.record(e)
+		res.Type, res.Status, res.Bytes = "request.result", out.Status, out.Bytes
 		if e.Kind == "credential.use" {
 			res.Type = "credential.result"
 		}
 		res.TraceID, res.SpanID = rec.TraceID, rec.SpanID
 		res.Detail = fmt.Sprintf("result of seq %d", ent.Seq)
-		if ferr != nil {
-			res.Reason = ferr.Error()
+		res.Model, res.TokensIn, res.TokensOut = out.Usage.Model, out.Usage.InputTokens, out.Usage.OutputTokens
+		if out.Err != nil {
+			res.Reason = out.Err.Error()
 		}
 		if _, err := r.append(res); err != nil {
 			r.logger.Error("audit log write failed", "record", res.Type, "err", err)
 		}
-		r.metrics.finished(e.Agent, status, start)
-		audit.EndSpan(span, status, "allow", ent, ferr)
+		r.metrics.finished(e.Agent, out.Status, start)
+		if out.Usage.Found() {
+			audit.SetUsage(span, out.Usage.Model, out.Usage.InputTokens, out.Usage.OutputTokens)
+		}
+		audit.EndSpan(span, out.Status, "allow", ent, out.Err)
 	}
 	return ctx, finish, nil
 }

@@ -52,7 +52,7 @@ func TestRecorder(t *testing.T) {
 	if !strings.Contains(string(onDisk), `"type":"credential.use"`) {
 		t.Fatalf("credential.use not durable after Begin:\n%s", onDisk)
 	}
-	finish(200, 1234, nil)
+	finish(mitm.Result{Status: 200, Bytes: 1234, Usage: mitm.Usage{Model: "gpt-test", InputTokens: 12, OutputTokens: 34}})
 	r.Deny(context.Background(), mitm.Event{Kind: "request.deny", Agent: "demo", Method: "GET", Host: "api.example.test", Path: "/admin", Reason: "path not allowed"})
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
@@ -65,7 +65,7 @@ func TestRecorder(t *testing.T) {
 		t.Fatalf("verify: %d records, %v; want 3 valid", sum.Records, err)
 	}
 	onDisk, _ = os.ReadFile(path)
-	for _, want := range []string{`"type":"credential.result"`, `"status":200`, `"bytes":1234`, `"type":"request.deny"`, `"decision":"deny"`} {
+	for _, want := range []string{`"type":"credential.result"`, `"status":200`, `"bytes":1234`, `"model":"gpt-test"`, `"tokens_in":12`, `"tokens_out":34`, `"type":"request.deny"`, `"decision":"deny"`} {
 		if !strings.Contains(string(onDisk), want) {
 			t.Errorf("audit log lacks %s", want)
 		}
@@ -104,7 +104,7 @@ func TestRecorder(t *testing.T) {
 	for _, a := range spans[0].Attributes {
 		attrs[string(a.Key)] = a.Value.Emit()
 	}
-	for k, want := range map[string]string{"wirken.agent": "demo", "wirken.credential": "api", "wirken.audit.seq": "0", "http.response.status_code": "200"} {
+	for k, want := range map[string]string{"wirken.agent": "demo", "wirken.credential": "api", "wirken.audit.seq": "0", "http.response.status_code": "200", "gen_ai.usage.output_tokens": "34"} {
 		if attrs[k] != want {
 			t.Errorf("span attribute %s = %q, want %q (all: %v)", k, attrs[k], want, attrs)
 		}

@@ -105,7 +105,7 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 			return nil
 		})
 		if err != nil {
-			finish(http.StatusServiceUnavailable, 0, err)
+			finish(Result{Status: http.StatusServiceUnavailable, Err: err})
 			p.log.Error("credential unavailable", "agent", o.Agent, "credential", c.Name, "err", err)
 			return errorResponse(req, http.StatusServiceUnavailable, g.Rule, "credential unavailable")
 		}
@@ -114,17 +114,25 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	resp, err := p.pool.transport(o.Dst, s.sni, s.tls).RoundTrip(out)
 	if err != nil {
 		reason := upstreamReason(err)
-		finish(http.StatusBadGateway, 0, errors.New(reason))
+		finish(Result{Status: http.StatusBadGateway, Err: errors.New(reason)})
 		p.log.Warn("upstream request failed", "agent", o.Agent, "host", host, "dst", o.Dst, "reason", reason)
 		return errorResponse(req, http.StatusBadGateway, g.Rule, "upstream failed: "+reason)
 	}
-	done := func(n int64) { finish(resp.StatusCode, n, nil) }
 	if rw, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
 		// goproxy relays an upgraded connection (WebSocket) through the body as a ReadWriter.
+		done := func(n int64) { finish(Result{Status: resp.StatusCode, Bytes: n}) }
 		resp.Body = &upgradedBody{countingBody{ReadCloser: rw, done: done}, rw}
-	} else {
-		resp.Body = &countingBody{ReadCloser: resp.Body, done: done}
+		return resp
 	}
+	usage := newUsageReader(resp)
+	done := func(n int64) {
+		r := Result{Status: resp.StatusCode, Bytes: n}
+		if usage != nil {
+			r.Usage = usage.usage()
+		}
+		finish(r)
+	}
+	resp.Body = &countingBody{ReadCloser: resp.Body, done: done, usage: usage}
 	return resp
 }
 
@@ -253,15 +261,19 @@ func upstreamReason(err error) string {
 // the connection await its next request.
 type countingBody struct {
 	io.ReadCloser
-	n    int64
-	once sync.Once
-	done func(int64)
-	next func()
+	n     int64
+	once  sync.Once
+	done  func(int64)
+	next  func()
+	usage *usageReader // nil unless the response may carry LLM usage
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n += int64(n)
+	if b.usage != nil && n > 0 {
+		b.usage.write(p[:n])
+	}
 	if err != nil {
 		b.end()
 	}

@@ -63,13 +63,21 @@ type Event struct {
 	Reason     string
 }
 
+// Result is how a forwarded request or spliced connection ended.
+type Result struct {
+	Status int   // upstream HTTP status; 0 for a spliced connection
+	Bytes  int64 // response bytes (both directions for a spliced connection)
+	Err    error // a short reason; never carries a URL, header or secret
+	Usage  Usage // what an LLM API reported, if it did
+}
+
 // Recorder writes the audit trail.
 type Recorder interface {
 	// Deny records a decision that sent nothing upstream.
 	Deny(ctx context.Context, e Event)
 	// Begin records e durably before anything is sent upstream. If it returns an error,
 	// nothing may be sent. finish is called exactly once with the outcome.
-	Begin(ctx context.Context, e Event) (context.Context, func(status int, bytes int64, err error), error)
+	Begin(ctx context.Context, e Event) (context.Context, func(Result), error)
 }
 
 // Config wires a Proxy.
@@ -353,7 +361,7 @@ func (p *Proxy) passthrough(c *clientConn, r io.Reader, ev Event) {
 	d := net.Dialer{Timeout: p.cfg.DialTimeout}
 	up, err := d.DialContext(ctx, "tcp", ev.Dst.String())
 	if err != nil {
-		finish(0, 0, errors.New(upstreamReason(err)))
+		finish(Result{Err: errors.New(upstreamReason(err))})
 		c.reset()
 		return
 	}
@@ -375,7 +383,7 @@ func (p *Proxy) passthrough(c *clientConn, r io.Reader, ev Event) {
 	wg.Wait()
 	up.Close()
 	c.Close()
-	finish(0, sent+recv, nil)
+	finish(Result{Bytes: sent + recv})
 }
 
 // intercept hands the connection to goproxy as if the agent had sent CONNECT for it.

@@ -82,7 +82,7 @@ func (f *fakeSecrets) WithSecret(name, host string, fn func([]byte) error) error
 type fakeRecorder struct {
 	mu      sync.Mutex
 	events  []Event
-	results []int
+	results []Result
 	fail    bool
 }
 
@@ -92,17 +92,17 @@ func (f *fakeRecorder) Deny(_ context.Context, e Event) {
 	f.events = append(f.events, e)
 }
 
-func (f *fakeRecorder) Begin(ctx context.Context, e Event) (context.Context, func(int, int64, error), error) {
+func (f *fakeRecorder) Begin(ctx context.Context, e Event) (context.Context, func(Result), error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail {
 		return ctx, nil, errors.New("disk full")
 	}
 	f.events = append(f.events, e)
-	return ctx, func(status int, _ int64, _ error) {
+	return ctx, func(r Result) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		f.results = append(f.results, status)
+		f.results = append(f.results, r)
 	}, nil
 }
 

@@ -78,7 +78,9 @@ func startUpstream(t *testing.T, addr string, cert tls.Certificate) *upstream {
 			u.auth = append(u.auth, r.Header.Get("Authorization"))
 			u.mu.Unlock()
 			w.Header().Set("Content-Type", "application/json")
-			json.NewEncoder(w).Encode(map[string]string{"path": r.URL.Path, "host": r.Host, "method": r.Method})
+			// Shaped like an LLM API answer, with the usage fields wirken reads.
+			json.NewEncoder(w).Encode(map[string]any{"path": r.URL.Path, "host": r.Host, "method": r.Method,
+				"model": "echo-1", "usage": map[string]int{"input_tokens": 3, "output_tokens": 5}})
 		}),
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}},
 		ReadHeaderTimeout: 5 * time.Second,
@@ -411,7 +413,7 @@ func TestWalkingSkeleton(t *testing.T) {
 
 	t.Run("agent gets its credential injected", func(t *testing.T) {
 		r := e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo?q=1", "--fail-with-body")...).mustSucceed(t)
-		var body map[string]string
+		var body map[string]any
 		if err := json.Unmarshal([]byte(r.stdout), &body); err != nil || body["path"] != "/echo" {
 			t.Fatalf("curl got %q (%v); want the echo upstream's JSON", r.stdout, err)
 		}
@@ -427,6 +429,10 @@ func TestWalkingSkeleton(t *testing.T) {
 		recs := e.records("credential.use")
 		if len(recs) != 1 || recs[0]["agent"] != "demo" || recs[0]["credential"] != "api" || recs[0]["host"] != "api.example.test" {
 			t.Fatalf("credential.use records = %v", recs)
+		}
+		res := e.records("credential.result")
+		if len(res) != 1 || res[0]["status"] != float64(200) || res[0]["model"] != "echo-1" || res[0]["tokens_in"] != float64(3) || res[0]["tokens_out"] != float64(5) {
+			t.Fatalf("credential.result records = %v; want status 200 with the model and token usage", res)
 		}
 	})
 
@@ -590,6 +596,7 @@ func TestWalkingSkeleton(t *testing.T) {
 			"wirken.agent": "demo", "wirken.credential": "api", "wirken.rule": "demo-api",
 			"http.request.method": "GET", "server.address": "api.example.test",
 			"url.full": "https://api.example.test/echo", "http.response.status_code": "200",
+			"gen_ai.response.model": "echo-1", "gen_ai.usage.input_tokens": "3", "gen_ai.usage.output_tokens": "5",
 		} {
 			if got[k] != want {
 				t.Errorf("span attribute %s = %q, want %q", k, got[k], want)
