@@ -7,9 +7,9 @@ CONFIG  ?= configs/wirken.toml
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 # Debian packages the tests and `make generate` need.
-DEB_PKGS := clang-14 llvm-14 libbpf-dev curl iproute2 ca-certificates
+DEB_PKGS := clang-14 llvm-14 libbpf-dev curl iproute2 ca-certificates swtpm softhsm2 gcc
 
-.PHONY: all build generate check-generate run test test-jaeger unit deps lint clean
+.PHONY: all build build-pkcs11 generate check-generate run test test-pkcs11 test-jaeger unit deps lint clean
 
 all: build
 
@@ -56,9 +56,18 @@ unit:
 	$(GO) test -count=1 ./...
 
 ## test: install what the tests need, then run everything: lint, generated-code freshness, unit,
-## privileged and end-to-end tests (as root; with CI=true a privileged test that would skip fails)
-test: deps lint check-generate
+## privileged and end-to-end tests (as root; with CI=true a privileged test that would skip fails),
+## and the PKCS#11 seal against SoftHSM2
+test: deps lint check-generate test-pkcs11
 	$(GO) test -count=1 -timeout 30m ./...
+
+## test-pkcs11: the PKCS#11 seal (cgo, build tag pkcs11) against Debian's SoftHSM2
+test-pkcs11: deps
+	CGO_ENABLED=1 $(GO) test -count=1 -tags pkcs11 ./vault/...
+
+## build-pkcs11: a binary with the PKCS#11 seal (cgo, so not static)
+build-pkcs11:
+	CGO_ENABLED=1 $(GO) build -trimpath -tags pkcs11 -ldflags '$(LDFLAGS)' -o bin/wirken-pkcs11 ./cmd/wirken
 
 ## test-jaeger: build Jaeger v1.76.0 from its own pinned module (vm-tests/jaeger; about 8 minutes
 ## the first time), run it on loopback and check an agent's spans arrive with their audit seq

@@ -25,4 +25,10 @@ var (
 	ErrConflict = errors.New("vault file changed on disk since it was opened")
 	// ErrMemlock means the process may not lock enough memory (RLIMIT_MEMLOCK).
 	ErrMemlock = errors.New("not enough lockable memory (raise RLIMIT_MEMLOCK)")
+	// ErrRollback means the file is older than a generation already seen: the
+	// one given to WithMinGeneration, or the snapshot a Vault already serves.
+	ErrRollback = errors.New("vault file is older than a generation already seen (rollback)")
+	// ErrUnavailable means a seal type is not available in this build or on
+	// this platform.
+	ErrUnavailable = errors.New("not available in this build")
 )

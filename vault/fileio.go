@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // readFile reads the whole vault file, refusing one over maxFileSize.
@@ -38,7 +39,7 @@ func writeFileAtomic(path string, data []byte, replace bool) error {
 	if _, err := rand.Read(suffix[:]); err != nil {
 		return fmt.Errorf("naming temporary file: %w", err)
 	}
-	tmp := filepath.Join(dir, "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(suffix[:]))
+	tmp := tempPrefix(path) + hex.EncodeToString(suffix[:])
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("creating temporary file: %w", err)
@@ -54,6 +55,9 @@ func writeFileAtomic(path string, data []byte, replace bool) error {
 	if err != nil {
 		return fmt.Errorf("writing temporary file %s: %w", tmp, err)
 	}
+	if writeHook != nil {
+		writeHook("synced")
+	}
 	if replace {
 		err = os.Rename(tmp, path)
 	} else {
@@ -65,7 +69,38 @@ func writeFileAtomic(path string, data []byte, replace bool) error {
 	if err != nil {
 		return fmt.Errorf("installing vault file: %w", err)
 	}
+	if writeHook != nil {
+		writeHook("renamed")
+	}
 	return syncDir(dir)
+}
+
+// writeHook, when a test sets it, runs inside writeFileAtomic at "synced"
+// (the temporary file is complete and fsynced, not yet renamed) and at
+// "renamed" (renamed over the old file, directory not yet fsynced). The
+// crash test blocks there and kills the process. It is nil in production.
+var writeHook func(stage string)
+
+// tempPrefix is how writeFileAtomic names temporary files for path.
+func tempPrefix(path string) string {
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
+}
+
+// removeStaleTemps deletes temporary files that a writer killed mid-write
+// left next to path. Call it only while holding the file lock: every live
+// writer holds it while its temporary file exists.
+func removeStaleTemps(path string) {
+	dir := filepath.Dir(path)
+	prefix := filepath.Base(tempPrefix(path))
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) && e.Type().IsRegular() {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // syncDir fsyncs a directory so that a rename or link in it is durable.

@@ -45,7 +45,10 @@ type sealEntry struct {
 	ID    string `json:"id"`
 	Type  string `json:"type"`
 	KeyID string `json:"key_id"`
-	Root  string `json:"root"` // base64(proto.Marshal(wrapping.BlobInfo))
+	// Hint names the KMS key in words (address, key name…), never a
+	// credential; seals from NewSeal set it, others leave it empty.
+	Hint string `json:"hint,omitempty"`
+	Root string `json:"root"` // base64(proto.Marshal(wrapping.BlobInfo))
 }
 
 // secretEntry is one version of one secret.
@@ -165,8 +168,11 @@ func decodeBody(b *fileBody) (*decodedBody, error) {
 			return nil, corrupt("seal entry %d: id is empty, too long or repeated", i)
 		}
 		ids[s.ID] = true
-		if s.Type == "" || len(s.Type) > maxSealFieldLn || len(s.KeyID) > maxSealFieldLn {
+		if s.Type == "" || len(s.Type) > maxSealFieldLn || len(s.KeyID) > maxSealFieldLn || len(s.Hint) > maxSealFieldLn {
 			return nil, corrupt("seal entry %q: type is empty or a field is too long", s.ID)
+		}
+		if !printable(s.ID) || !printable(s.Type) || !printable(s.KeyID) || !printable(s.Hint) {
+			return nil, corrupt("seal entry %d: a field has characters other than printable ASCII", i)
 		}
 		blob, err := b64.DecodeString(s.Root)
 		if err != nil || len(blob) == 0 || len(blob) > maxSealBlob {
@@ -280,6 +286,16 @@ func validName(name string) bool {
 	for i := 1; i < len(name); i++ {
 		c := name[i]
 		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// printable reports whether s is printable ASCII (space to tilde).
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
 			return false
 		}
 	}

@@ -3,9 +3,12 @@ package vault
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/google/go-tpm/tpm2"
 )
 
 // fuzzFixture is a real vault with two secrets, its file bytes and its seal.
@@ -41,8 +44,8 @@ func FuzzOpen(f *testing.F) {
 
 // FuzzBody signs arbitrary body lines with the vault's real MAC key, so the
 // fuzzer gets past the MAC and reaches validation, the keyring and secret
-// decryption. Nothing may panic; whatever opens must serve or refuse every
-// secret cleanly.
+// decryption. Nothing may panic. Open verifies every secret, so whatever
+// opens must serve every secret whose binding allows the host.
 func FuzzBody(f *testing.F) {
 	v, seal, good := fuzzFixture(f)
 	lines := strings.Split(string(good), "\n")
@@ -50,6 +53,7 @@ func FuzzBody(f *testing.F) {
 	f.Add([]byte(strings.Replace(lines[1], `"term":1`, `"term":2`, 1)))
 	f.Add([]byte(strings.Replace(lines[1], `"hosts":[]`, `"hosts":null`, 1)))
 	f.Add([]byte(strings.Replace(lines[1], `"generation":3`, `"generation":0`, 1)))
+	f.Add([]byte(strings.Replace(lines[1], `"key_id":`, `"hint":"x","key_id":`, 1)))
 	f.Add([]byte(`{"vault_id":"","generation":1,"seals":[],"keyring":"","secrets":[]}`))
 	root, err := v.state.Load().keys.root.Open()
 	if err != nil {
@@ -77,12 +81,15 @@ func FuzzBody(f *testing.F) {
 		w := &Vault{path: "fuzz"}
 		w.state.Store(st)
 		for _, s := range w.List() {
-			_ = w.WithSecret(s.Name, "x.b.example", func(b []byte) error {
+			err := w.WithSecret(s.Name, "x.b.example", func(b []byte) error {
 				if len(b) == 0 {
 					t.Error("empty value served")
 				}
 				return nil
 			})
+			if err != nil && !errors.Is(err, ErrHostNotAllowed) {
+				t.Errorf("a verified snapshot does not serve %q: %v", s.Name, err)
+			}
 		}
 		if w.DeriveKey("audit") == nil {
 			t.Error("DeriveKey failed on an opened vault")
@@ -134,6 +141,25 @@ func FuzzParseKeyFile(f *testing.F) {
 		}
 		if string(b64.EncodeToString(key)) != string(bytes.TrimSpace(data)) {
 			t.Fatal("accepted a non-canonical encoding")
+		}
+	})
+}
+
+// FuzzTPMBlob: the blob parser never panics, and whatever it accepts
+// re-encodes to exactly the bytes it was given.
+func FuzzTPMBlob(f *testing.F) {
+	pub := tpm2.Marshal(tpm2.New2B(tpm2.ECCSRKTemplate))
+	priv := tpm2.Marshal(tpm2.TPM2BPrivate{Buffer: []byte("opaque")})
+	f.Add(appendTPMBlob(nil, pub, priv))
+	f.Add([]byte{0, 0, 0, 0})
+	f.Add([]byte{0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, q, err := parseTPMBlob(b)
+		if err != nil {
+			return
+		}
+		if got := appendTPMBlob(nil, tpm2.Marshal(*p), tpm2.Marshal(*q)); !bytes.Equal(got, b) {
+			t.Fatalf("accepted %x, re-encodes as %x", b, got)
 		}
 	})
 }

@@ -95,3 +95,20 @@ func rewrite(t *testing.T, v *Vault, mutate func(*fileBody)) {
 		t.Fatal(err)
 	}
 }
+
+func readRaw(t *testing.T, path string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// writeRaw replaces path atomically, as a writer would.
+func writeRaw(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := writeFileAtomic(path, data, true); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -18,12 +18,17 @@ const (
 	maxBudgetPages = 1 << 16
 )
 
-// pageBudget is a weighted semaphore counted in pages of locked memory.
+// pageBudget is a weighted semaphore counted in pages of locked memory. It
+// serves waiters first come, first served, so a large request (a Reload
+// verifying every secret) is not starved by a stream of small ones (one
+// secret per proxied request).
 type pageBudget struct {
 	mu    sync.Mutex
 	cond  *sync.Cond
 	free  int
 	total int
+	head  uint64 // ticket being served
+	tail  uint64 // next ticket to hand out
 }
 
 func newPageBudget(total int) *pageBudget {
@@ -32,18 +37,23 @@ func newPageBudget(total int) *pageBudget {
 	return b
 }
 
-// acquire takes n pages, waiting until they are free. It fails at once if n
-// exceeds the whole budget, which no amount of waiting would fix.
+// acquire takes n pages, waiting for its turn and until they are free. It
+// fails at once if n exceeds the whole budget, which no amount of waiting
+// would fix.
 func (b *pageBudget) acquire(n int) error {
 	if n > b.total {
 		return fmt.Errorf("%w: need %d locked pages, the budget is %d", ErrMemlock, n, b.total)
 	}
 	b.mu.Lock()
-	for b.free < n {
+	ticket := b.tail
+	b.tail++
+	for ticket != b.head || b.free < n {
 		b.cond.Wait()
 	}
 	b.free -= n
+	b.head++
 	b.mu.Unlock()
+	b.cond.Broadcast() // the next ticket may fit too
 	return nil
 }
 

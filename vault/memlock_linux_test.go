@@ -61,7 +61,7 @@ func TestUnprivilegedLowMemlock(t *testing.T) {
 	// Without the budget memguard panics or hangs; the timeout turns a hang into a failure.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-test.run=^(TestUnprivilegedLowMemlock|TestConcurrentWithSecret|TestRoundTrip|TestRevealAndDestroy)$", "-test.count=1", "-test.v")
+	cmd := exec.CommandContext(ctx, bin, "-test.run=^(TestUnprivilegedLowMemlock|TestConcurrentWithSecret|TestRoundTrip|TestRevealAndDestroy|TestRotateWhileReading|TestReloadPicksUpChanges)$", "-test.count=1", "-test.v")
 	cmd.Env = []string{childEnv + "=1", "TMPDIR=" + os.TempDir(), "PATH=/usr/bin:/bin"}
 	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
@@ -84,7 +84,8 @@ func TestUnprivilegedLowMemlock(t *testing.T) {
 	if err != nil {
 		t.Fatalf("unprivileged run failed: %v\n%s", err, out)
 	}
-	for _, want := range []string{"--- PASS: TestUnprivilegedLowMemlock", "--- PASS: TestConcurrentWithSecret", "--- PASS: TestRoundTrip", "--- PASS: TestRevealAndDestroy"} {
+	for _, want := range []string{"--- PASS: TestUnprivilegedLowMemlock", "--- PASS: TestConcurrentWithSecret", "--- PASS: TestRoundTrip",
+		"--- PASS: TestRevealAndDestroy", "--- PASS: TestRotateWhileReading", "--- PASS: TestReloadPicksUpChanges"} {
 		if !strings.Contains(string(out), want) {
 			t.Fatalf("child output lacks %q:\n%s", want, out)
 		}

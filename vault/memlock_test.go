@@ -62,3 +62,58 @@ func TestPagesFor(t *testing.T) {
 		}
 	}
 }
+
+// TestPageBudgetIsFair: a large request waiting for pages is not overtaken
+// by small ones arriving after it, which would starve it.
+func TestPageBudgetIsFair(t *testing.T) {
+	b := newPageBudget(4)
+	if err := b.acquire(2); err != nil { // held by an earlier reader
+		t.Fatal(err)
+	}
+	order := make(chan string, 2)
+	bigDone := make(chan struct{})
+	go func() {
+		b.acquire(4)
+		order <- "big"
+		b.release(4)
+		close(bigDone)
+	}()
+	waitQueued := func(n uint64) {
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			b.mu.Lock()
+			q := b.tail
+			b.mu.Unlock()
+			if q >= n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("waiter never queued")
+			}
+		}
+	}
+	waitQueued(2)
+	// A small request that would fit now (2 of 4 free) must queue behind.
+	smallDone := make(chan struct{})
+	go func() {
+		b.acquire(1)
+		order <- "small"
+		b.release(1)
+		close(smallDone)
+	}()
+	waitQueued(3)
+	time.Sleep(20 * time.Millisecond)
+	if len(order) != 0 {
+		t.Fatalf("%q got pages while a larger, earlier request waited", <-order)
+	}
+	b.release(2)
+	if first, second := <-order, <-order; first != "big" || second != "small" {
+		t.Fatalf("served %s then %s, want big then small", first, second)
+	}
+	<-bigDone
+	<-smallDone
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.free != 4 {
+		t.Fatalf("free %d after all releases", b.free)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/awnumar/memguard"
 	wrapping "github.com/hashicorp/go-kms-wrapping/v2"
 	"github.com/hashicorp/go-kms-wrapping/v2/aead"
 	"google.golang.org/protobuf/proto"
@@ -134,41 +135,119 @@ func aeadKeyID(key []byte) string {
 	return "aead-" + hex.EncodeToString(h.Sum(nil)[:8])
 }
 
-// pickSeal chooses the seal entry the seal can open: the one with the seal's
-// type and key ID, else the only entry of the seal's type (a KMS whose key ID
-// names a key version, like transit, reports a new ID after rotation).
-func pickSeal(ctx context.Context, seal Seal, entries []sealEntry) (int, error) {
-	typ, err := seal.Type(ctx)
+// sealIdentity reads the seal's type and current key ID.
+func sealIdentity(ctx context.Context, seal Seal) (typ, kid string, err error) {
+	t, err := seal.Type(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("reading seal type: %w", err)
+		return "", "", fmt.Errorf("reading seal type: %w", err)
 	}
-	kid, err := seal.KeyId(ctx)
+	kid, err = seal.KeyId(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("reading seal key id: %w", err)
+		return "", "", fmt.Errorf("reading seal key id: %w", err)
 	}
-	sameType := -1
-	n := 0
-	for i, e := range entries {
-		if e.Type != typ.String() {
-			continue
-		}
-		if e.KeyID == kid {
-			return i, nil
-		}
-		sameType = i
-		n++
-	}
-	if n == 1 {
-		return sameType, nil
-	}
-	var have []string
-	for _, e := range entries {
-		have = append(have, e.Type+"/"+e.KeyID)
-	}
-	return 0, fmt.Errorf("%w: no seal entry for type %q key id %q (file has %q)", ErrSeal, typ.String(), kid, have)
+	return t.String(), kid, nil
 }
 
-// unwrapRoot makes the one KMS call: it unwraps a root key blob with seal.
+// hinter is implemented by the seals NewSeal returns: a description of the
+// KMS key in words (never a credential), kept in the seal entry.
+type hinter interface{ sealHint() string }
+
+func sealHint(seal Seal) string {
+	if h, ok := seal.(hinter); ok {
+		return h.sealHint()
+	}
+	return ""
+}
+
+// matches reports whether entry e was written by this seal: same type and,
+// when the seal has a hint, the same hint (a transit key ID names a key
+// version and changes when the key rotates); otherwise the same key ID.
+func (e *sealEntry) matches(typ, kid, hint string) bool {
+	if e.Type != typ {
+		return false
+	}
+	if hint != "" || e.Hint != "" {
+		return e.Hint == hint
+	}
+	return e.KeyID == kid
+}
+
+// sealCandidates lists the entries seal may open, best first: the entries
+// it wrote (see matches), then any other entry of the same type (a key
+// whose ID changed, or a seal configured differently).
+func sealCandidates(ctx context.Context, seal Seal, entries []sealEntry) ([]int, error) {
+	typ, kid, err := sealIdentity(ctx, seal)
+	if err != nil {
+		return nil, err
+	}
+	hint := sealHint(seal)
+	var best, rest []int
+	for i := range entries {
+		switch {
+		case entries[i].matches(typ, kid, hint):
+			best = append(best, i)
+		case entries[i].Type == typ:
+			rest = append(rest, i)
+		}
+	}
+	if len(best)+len(rest) == 0 {
+		var have []string
+		for _, e := range entries {
+			have = append(have, e.ID+"="+e.Type+"/"+e.KeyID)
+		}
+		return nil, fmt.Errorf("%w: no seal entry for type %q key id %q (file has %q)", ErrSeal, typ, kid, have)
+	}
+	return append(best, rest...), nil
+}
+
+// unsealRoot unwraps the root key with seal from the first candidate entry
+// that opens, into an Enclave. Usually that is one KMS call.
+func unsealRoot(ctx context.Context, seal Seal, entries []sealEntry, blobs [][]byte) (*memguard.Enclave, error) {
+	order, err := sealCandidates(ctx, seal, entries)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, i := range order {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("unsealing: %w", err)
+		}
+		root, err := unwrapRoot(ctx, seal, blobs[i])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("seal entry %q: %w", entries[i].ID, err))
+			continue
+		}
+		budget := lockedPages() // NewEnclave briefly holds a view of memguard's key
+		if err := budget.acquire(1); err != nil {
+			clear(root)
+			return nil, err
+		}
+		enc := memguard.NewEnclave(root) // wipes root
+		budget.release(1)
+		return enc, nil
+	}
+	return nil, errors.Join(errs...)
+}
+
+// sealEncrypt calls seal.Encrypt, turning a panic into an error (crypto11's
+// GCM panics when the token fails).
+func sealEncrypt(ctx context.Context, seal Seal, pt []byte) (blob *wrapping.BlobInfo, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			blob, err = nil, fmt.Errorf("%w: the seal failed while encrypting", ErrSeal)
+		}
+	}()
+	blob, err = seal.Encrypt(ctx, pt)
+	if err != nil {
+		return nil, err
+	}
+	if blob == nil {
+		return nil, fmt.Errorf("%w: the seal returned no ciphertext", ErrSeal)
+	}
+	return blob, nil
+}
+
+// unwrapRoot unwraps a root key blob with seal (a KMS call).
 // A panic inside the wrapper is turned into an error: the blob comes from a
 // file that may be corrupt.
 func unwrapRoot(ctx context.Context, seal Seal, raw []byte) (root []byte, err error) {

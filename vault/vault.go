@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -28,18 +29,27 @@ const (
 	createPages = 2 // root key, keyring plaintext
 	putPages    = 2 // term key + key view, then term key + data key, then root + view
 	derivePages = 2 // root + view
+	macPages    = 2 // root + view
 )
 
+// keepVersions is how many versions of a secret the file keeps: the current
+// one and the ones before it, for the record (Show). Older ones are dropped
+// by the next write of that secret.
+const keepVersions = 3
+
 // Vault is an unsealed vault file. It is safe for concurrent use: reads
-// (List, WithSecret, Reveal) work on an immutable snapshot and never block
-// one another; Put and Close are serialised.
+// (List, Show, WithSecret, Reveal…) work on an immutable snapshot and never
+// block one another; writes, Reload and Close are serialised.
 type Vault struct {
 	path  string
-	mu    sync.Mutex // serialises Put and Close
+	seal  Seal       // the seal given to Open; Reload uses it after a root rotation
+	mu    sync.Mutex // serialises writes, Reload and Close
 	state atomic.Pointer[state]
+	done  chan struct{} // closed by Close; stops Watch
 }
 
-// state is one verified version of the file. It is never modified.
+// state is one verified version of the file (a snapshot). It is never
+// modified; a change installs a new one.
 type state struct {
 	body fileBody
 	sum  [32]byte // SHA-256 of the file bytes it came from
@@ -64,7 +74,8 @@ type SecretInfo struct {
 
 // Create writes a new, empty vault to path, sealed by seal. It refuses with
 // ErrExists if path exists. The root key is wrapped with one Encrypt call and
-// checked with one Decrypt call before the file is written.
+// checked with one Decrypt call before the file is written. More seals are
+// added with Rewrap.
 func Create(ctx context.Context, path string, seal Seal) error {
 	if seal == nil {
 		return fmt.Errorf("creating vault %s: %w: no seal", path, ErrInvalid)
@@ -88,6 +99,7 @@ func Create(ctx context.Context, path string, seal Seal) error {
 		return fmt.Errorf("creating vault %s: %w", path, err)
 	}
 	defer unlock()
+	removeStaleTemps(path)
 	if err := writeFileAtomic(path, raw, false); err != nil {
 		return fmt.Errorf("creating vault %s: %w", path, err)
 	}
@@ -104,30 +116,9 @@ func newVaultFile(ctx context.Context, seal Seal) ([]byte, error) {
 	vaultID := hex.EncodeToString(id[:])
 	root := memguard.NewBufferRandom(keyLen)
 	defer root.Destroy()
-	blob, err := seal.Encrypt(ctx, root.Bytes())
+	entry, err := wrapRoot(ctx, seal, root.Bytes(), "s1")
 	if err != nil {
-		return nil, fmt.Errorf("wrapping the root key with the seal: %w", err)
-	}
-	wrapped, err := proto.Marshal(blob)
-	if err != nil {
-		return nil, fmt.Errorf("encoding the wrapped root key: %w", err)
-	}
-	check, err := unwrapRoot(ctx, seal, wrapped)
-	if err != nil {
-		return nil, fmt.Errorf("checking the seal: %w", err)
-	}
-	same := subtle.ConstantTimeCompare(check, root.Bytes()) == 1
-	clear(check)
-	if !same {
-		return nil, fmt.Errorf("%w: the seal returned a different root key", ErrSeal)
-	}
-	typ, err := seal.Type(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("reading seal type: %w", err)
-	}
-	kid, err := seal.KeyId(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("reading seal key id: %w", err)
+		return nil, err
 	}
 	kr := memguard.NewBuffer(termRecordLen)
 	defer kr.Destroy()
@@ -142,7 +133,7 @@ func newVaultFile(ctx context.Context, seal Seal) ([]byte, error) {
 	body := &fileBody{
 		VaultID:    vaultID,
 		Generation: 1,
-		Seals:      []sealEntry{{ID: "s1", Type: typ.String(), KeyID: kid, Root: b64.EncodeToString(wrapped)}},
+		Seals:      []sealEntry{entry},
 		Keyring:    b64.EncodeToString(krBlob),
 		Secrets:    []secretEntry{},
 	}
@@ -152,11 +143,51 @@ func newVaultFile(ctx context.Context, seal Seal) ([]byte, error) {
 	return encodeFile(body, root.Bytes())
 }
 
-// Open reads the vault at path, unwraps its root key with seal (the one KMS
-// call), verifies the file MAC and decrypts the keyring. A file that is not
-// exactly as this package wrote it is refused with an error naming the file
-// and the problem (ErrCorrupt, ErrUnsupportedVersion, ErrSeal).
-func Open(ctx context.Context, path string, seal Seal) (*Vault, error) {
+// wrapRoot wraps root with seal into a seal entry with the given id, and
+// proves the entry works by unwrapping it again.
+func wrapRoot(ctx context.Context, seal Seal, root []byte, id string) (sealEntry, error) {
+	blob, err := sealEncrypt(ctx, seal, root)
+	if err != nil {
+		return sealEntry{}, fmt.Errorf("wrapping the root key with the seal: %w", err)
+	}
+	wrapped, err := proto.Marshal(blob)
+	if err != nil {
+		return sealEntry{}, fmt.Errorf("encoding the wrapped root key: %w", err)
+	}
+	check, err := unwrapRoot(ctx, seal, wrapped)
+	if err != nil {
+		return sealEntry{}, fmt.Errorf("checking the seal: %w", err)
+	}
+	same := subtle.ConstantTimeCompare(check, root) == 1
+	clear(check)
+	if !same {
+		return sealEntry{}, fmt.Errorf("%w: the seal returned a different root key", ErrSeal)
+	}
+	typ, kid, err := sealIdentity(ctx, seal)
+	if err != nil {
+		return sealEntry{}, err
+	}
+	e := sealEntry{ID: id, Type: typ, KeyID: kid, Hint: sealHint(seal), Root: b64.EncodeToString(wrapped)}
+	if len(e.KeyID) > maxSealFieldLn || len(e.Hint) > maxSealFieldLn || !printable(e.KeyID) || !printable(e.Hint) {
+		return sealEntry{}, fmt.Errorf("%w: the seal's key id or hint is too long or not printable ASCII", ErrInvalid)
+	}
+	return e, nil
+}
+
+// Open reads the vault at path, unwraps its root key with seal (one KMS
+// call in the usual case), and verifies the whole file: the keyring, every
+// data key and value against its name, version and binding, and the file
+// MAC. A file that is not exactly as this package wrote it is refused with
+// an error naming the file and what failed (ErrCorrupt,
+// ErrUnsupportedVersion, ErrSeal); a file older than WithMinGeneration is
+// refused with ErrRollback unless WithAcceptRollback is given.
+func Open(ctx context.Context, path string, seal Seal, opts ...OpenOption) (*Vault, error) {
+	var o openOptions
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
 	if seal == nil {
 		return nil, fmt.Errorf("opening vault %s: %w: no seal", path, ErrInvalid)
 	}
@@ -168,7 +199,10 @@ func Open(ctx context.Context, path string, seal Seal) (*Vault, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening vault %s: %w", path, err)
 	}
-	v := &Vault{path: path}
+	if gen := st.body.Generation; gen < o.minGeneration && !o.acceptRollback {
+		return nil, fmt.Errorf("opening vault %s: %w: the file is generation %d, the last one recorded is %d", path, ErrRollback, gen, o.minGeneration)
+	}
+	v := &Vault{path: path, seal: seal, done: make(chan struct{})}
 	v.state.Store(st)
 	return v, nil
 }
@@ -184,56 +218,52 @@ func unseal(ctx context.Context, raw []byte, seal Seal) (*state, error) {
 	if err != nil {
 		return nil, err
 	}
-	i, err := pickSeal(ctx, seal, p.body.Seals)
+	root, err := unsealRoot(ctx, seal, p.body.Seals, d.seals)
 	if err != nil {
 		return nil, err
 	}
-	rootPlain, err := unwrapRoot(ctx, seal, d.seals[i])
+	return verifyFile(raw, p, d, root)
+}
+
+// verifyFile checks a parsed file against a root key, most specific check
+// first so the error names what failed: the keyring, then every data key and
+// value (their additional data binds vault, name, version and binding), then
+// the MAC over everything else (generation, seal entries, names, order).
+func verifyFile(raw []byte, p *parsedFile, d *decodedBody, root *memguard.Enclave) (*state, error) {
+	k, err := openKeyring(root, p.body.VaultID, d.keyring)
 	if err != nil {
 		return nil, err
 	}
-	pages := 2 + pagesFor(len(d.keyring)-gcmOverhead) // root + keyring + key view
-	budget := lockedPages()
-	if err := budget.acquire(pages); err != nil {
-		clear(rootPlain)
+	if err := k.verifySecrets(p.body.VaultID, d.secrets); err != nil {
 		return nil, err
 	}
-	defer budget.release(pages)
-	rootEnc := memguard.NewEnclave(rootPlain) // wipes rootPlain
-	k, err := unlockKeys(rootEnc, p, d)
-	if err != nil {
+	if err := k.checkMAC(p.signed, p.mac); err != nil {
 		return nil, err
 	}
 	return &state{body: p.body, sum: sha256.Sum256(raw), dec: d, keys: k}, nil
 }
 
-// unlockKeys checks the file MAC and decrypts the keyring into Enclaves.
-func unlockKeys(rootEnc *memguard.Enclave, p *parsedFile, d *decodedBody) (*keys, error) {
+// openKeyring decrypts the keyring with the root key into term Enclaves.
+func openKeyring(rootEnc *memguard.Enclave, vaultID string, blob []byte) (*keys, error) {
+	pages := 2 + pagesFor(len(blob)-gcmOverhead) // root + view, keyring
+	budget := lockedPages()
+	if err := budget.acquire(pages); err != nil {
+		return nil, err
+	}
+	defer budget.release(pages)
 	root, err := rootEnc.Open()
 	if err != nil {
 		return nil, fmt.Errorf("opening the root key enclave: %w", err)
 	}
 	defer root.Destroy()
-	mac, err := fileMAC(root.Bytes(), p.signed)
-	if err != nil {
-		return nil, err
-	}
-	if !hmac.Equal(mac, p.mac) {
-		return nil, corrupt("line 3: MAC does not verify (the file was modified)")
-	}
-	kr := memguard.NewBuffer(len(d.keyring) - gcmOverhead)
+	kr := memguard.NewBuffer(len(blob) - gcmOverhead)
 	defer kr.Destroy()
-	if err := openGCMInto(root.Bytes(), d.keyring, keyringAAD(p.body.VaultID), kr.Bytes()); err != nil {
-		return nil, corrupt("keyring does not decrypt: %v", err)
+	if err := openGCMInto(root.Bytes(), blob, keyringAAD(vaultID), kr.Bytes()); err != nil {
+		return nil, corrupt("keyring does not decrypt with the unsealed root key: %v", err)
 	}
 	terms, err := parseKeyring(kr.Bytes())
 	if err != nil {
 		return nil, err
-	}
-	for _, s := range d.secrets {
-		if !slices.Contains(terms, s.term) {
-			return nil, corrupt("secret %q version %d: term %d is not in the keyring", s.name, s.version, s.term)
-		}
 	}
 	k := &keys{root: rootEnc, terms: make(map[uint32]*memguard.Enclave, len(terms)), current: terms[len(terms)-1]}
 	for i, t := range terms {
@@ -243,10 +273,160 @@ func unlockKeys(rootEnc *memguard.Enclave, p *parsedFile, d *decodedBody) (*keys
 	return k, nil
 }
 
+// verifySecrets decrypts every stored data key and value into locked scratch
+// memory and wipes it: a snapshot is only installed if every secret in it
+// opens. Each term key is opened once.
+func (k *keys) verifySecrets(vaultID string, recs []*secretRec) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	pages := 3 + pagesFor(maxValueLen) // term key + view, data key, value scratch
+	budget := lockedPages()
+	if err := budget.acquire(pages); err != nil {
+		return err
+	}
+	defer budget.release(pages)
+	dek := memguard.NewBuffer(keyLen)
+	defer dek.Destroy()
+	scratch := memguard.NewBuffer(maxValueLen)
+	defer scratch.Destroy()
+	byTerm := make(map[uint32][]*secretRec)
+	for _, r := range recs {
+		if _, ok := k.terms[r.term]; !ok {
+			return corrupt("secret %q version %d: term %d is not in the keyring", r.name, r.version, r.term)
+		}
+		byTerm[r.term] = append(byTerm[r.term], r)
+	}
+	for _, term := range slices.Sorted(maps.Keys(byTerm)) {
+		rs := byTerm[term]
+		tk, err := k.terms[term].Open()
+		if err != nil {
+			return fmt.Errorf("opening the term key enclave: %w", err)
+		}
+		for _, r := range rs {
+			if err := openGCMInto(tk.Bytes(), r.dek, dekAAD(vaultID, r.name, r.version), dek.Bytes()); err != nil {
+				tk.Destroy()
+				return corrupt("secret %q version %d: data key does not decrypt with term %d: %v", r.name, r.version, r.term, err)
+			}
+			n := len(r.value) - gcmOverhead
+			if err := openGCMInto(dek.Bytes(), r.value, valueAAD(vaultID, r.name, r.version, r.bindingSum), scratch.Bytes()[:n]); err != nil {
+				tk.Destroy()
+				return corrupt("secret %q version %d: value does not decrypt for this name, version and binding: %v", r.name, r.version, err)
+			}
+		}
+		tk.Destroy()
+	}
+	return nil
+}
+
+// checkMAC verifies the file MAC, keyed from the root key.
+func (k *keys) checkMAC(signed, want []byte) error {
+	budget := lockedPages()
+	if err := budget.acquire(macPages); err != nil {
+		return err
+	}
+	defer budget.release(macPages)
+	root, err := k.root.Open()
+	if err != nil {
+		return fmt.Errorf("opening the root key enclave: %w", err)
+	}
+	defer root.Destroy()
+	mac, err := fileMAC(root.Bytes(), signed)
+	if err != nil {
+		return err
+	}
+	if !hmac.Equal(mac, want) {
+		return corrupt("line 3: MAC does not verify (a field outside the encrypted data was changed: generation, seal entries, names, order)")
+	}
+	return nil
+}
+
+// mutate is every write: under v.mu and the file lock it checks that the
+// file is still the snapshot v serves, lets change build the next body
+// (keyed by the returned root key), bumps the generation, verifies the
+// result exactly as Open would, writes it atomically and installs it.
+func (v *Vault) mutate(ctx context.Context, change func(st *state) (*fileBody, *memguard.Enclave, error)) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	st := v.state.Load()
+	if st == nil {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	unlock, err := lockFile(v.path)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	raw, err := readFile(v.path)
+	if err != nil {
+		return err
+	}
+	if sha256.Sum256(raw) != st.sum {
+		return fmt.Errorf("%s: %w; reload or reopen it", v.path, ErrConflict)
+	}
+	removeStaleTemps(v.path)
+	body, root, err := change(st)
+	if err != nil {
+		return err
+	}
+	body.Generation = st.body.Generation + 1
+	sortSecrets(body.Secrets)
+	out, err := encodeWithEnclave(body, root)
+	if err != nil {
+		return err
+	}
+	p, err := parseFile(out)
+	if err != nil {
+		return fmt.Errorf("checking the new file: %w", err)
+	}
+	d, err := decodeBody(&p.body)
+	if err != nil {
+		return fmt.Errorf("checking the new file: %w", err)
+	}
+	next, err := verifyFile(out, p, d, root)
+	if err != nil {
+		return fmt.Errorf("checking the new file: %w", err)
+	}
+	if err := writeFileAtomic(v.path, out, true); err != nil {
+		return err
+	}
+	v.state.Store(next)
+	return nil
+}
+
+func sortSecrets(s []secretEntry) {
+	slices.SortFunc(s, func(a, b secretEntry) int {
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return a.Version - b.Version
+	})
+}
+
+// encodeWithEnclave renders body with a MAC keyed from the root in rootEnc.
+func encodeWithEnclave(body *fileBody, rootEnc *memguard.Enclave) ([]byte, error) {
+	budget := lockedPages()
+	if err := budget.acquire(macPages); err != nil {
+		return nil, err
+	}
+	defer budget.release(macPages)
+	root, err := rootEnc.Open()
+	if err != nil {
+		return nil, fmt.Errorf("opening the root key enclave: %w", err)
+	}
+	defer root.Destroy()
+	return encodeFile(body, root.Bytes())
+}
+
 // Put stores value as a new version of name (version 1 if name is new),
-// bound to b, and returns the version. It writes the file (generation + 1)
-// under the file lock and fails with ErrConflict if the file changed since
-// this Vault read it. The caller owns value and may wipe it afterwards.
+// bound to b, and returns the version. The file keeps the last few versions
+// (keepVersions); WithSecret always serves the newest. It writes the file
+// (generation + 1) under the file lock and fails with ErrConflict if the
+// file changed since this Vault last read it. The caller owns value and may
+// wipe it afterwards.
 func (v *Vault) Put(ctx context.Context, name string, value []byte, b Binding) (version int, err error) {
 	if !validName(name) {
 		return 0, fmt.Errorf("put: %w: secret name must match ^[a-z][a-z0-9_.-]{0,62}$", ErrInvalid)
@@ -258,62 +438,51 @@ func (v *Vault) Put(ctx context.Context, name string, value []byte, b Binding) (
 	if err != nil {
 		return 0, fmt.Errorf("put %q: %w", name, err)
 	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	st := v.state.Load()
-	if st == nil {
-		return 0, fmt.Errorf("put %q: %w", name, ErrClosed)
-	}
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("put %q: %w", name, err)
-	}
-	unlock, err := lockFile(v.path)
-	if err != nil {
-		return 0, fmt.Errorf("put %q: %w", name, err)
-	}
-	defer unlock()
-	raw, err := readFile(v.path)
-	if err != nil {
-		return 0, fmt.Errorf("put %q: %w", name, err)
-	}
-	if sha256.Sum256(raw) != st.sum {
-		return 0, fmt.Errorf("put %q: %s: %w; reopen it", name, v.path, ErrConflict)
-	}
-	version = 1
-	if cur := st.dec.current[name]; cur != nil {
-		version = cur.version + 1
-	}
-	budget := lockedPages()
-	if err := budget.acquire(putPages); err != nil {
-		return 0, fmt.Errorf("put %q: %w", name, err)
-	}
-	defer budget.release(putPages)
-	entry, err := st.keys.newSecret(st.body.VaultID, name, version, hosts, value)
-	if err != nil {
-		return 0, fmt.Errorf("put %q: %w", name, err)
-	}
-	body := st.body
-	body.Generation++
-	body.Secrets = append(slices.Clone(st.body.Secrets), entry)
-	slices.SortFunc(body.Secrets, func(a, b secretEntry) int {
-		if c := strings.Compare(a.Name, b.Name); c != 0 {
-			return c
+	err = v.mutate(ctx, func(st *state) (*fileBody, *memguard.Enclave, error) {
+		version = 1
+		if cur := st.dec.current[name]; cur != nil {
+			version = cur.version + 1
 		}
-		return a.Version - b.Version
+		budget := lockedPages()
+		if err := budget.acquire(putPages); err != nil {
+			return nil, nil, err
+		}
+		defer budget.release(putPages)
+		entry, err := st.keys.newSecret(st.body.VaultID, name, version, hosts, value)
+		if err != nil {
+			return nil, nil, err
+		}
+		body := st.body
+		body.Secrets = slices.DeleteFunc(slices.Clone(st.body.Secrets), func(s secretEntry) bool {
+			return s.Name == name && s.Version <= version-keepVersions
+		})
+		body.Secrets = append(body.Secrets, entry)
+		return &body, st.keys.root, nil
 	})
-	d, err := decodeBody(&body)
-	if err != nil {
-		return 0, fmt.Errorf("put %q: checking the new body: %w", name, err)
-	}
-	out, err := st.keys.encode(&body)
 	if err != nil {
 		return 0, fmt.Errorf("put %q: %w", name, err)
 	}
-	if err := writeFileAtomic(v.path, out, true); err != nil {
-		return 0, fmt.Errorf("put %q: %w", name, err)
-	}
-	v.state.Store(&state{body: body, sum: sha256.Sum256(out), dec: d, keys: st.keys})
 	return version, nil
+}
+
+// Remove deletes every stored version of name. Calls already inside
+// WithSecret finish with the value they have.
+func (v *Vault) Remove(ctx context.Context, name string) error {
+	if !validName(name) {
+		return fmt.Errorf("remove: %w: invalid secret name", ErrInvalid)
+	}
+	err := v.mutate(ctx, func(st *state) (*fileBody, *memguard.Enclave, error) {
+		if st.dec.current[name] == nil {
+			return nil, nil, ErrNotFound
+		}
+		body := st.body
+		body.Secrets = slices.DeleteFunc(slices.Clone(st.body.Secrets), func(s secretEntry) bool { return s.Name == name })
+		return &body, st.keys.root, nil
+	})
+	if err != nil {
+		return fmt.Errorf("remove %q: %w", name, err)
+	}
+	return nil
 }
 
 // newSecret encrypts value under a fresh data key wrapped by the current term.
@@ -348,16 +517,6 @@ func (k *keys) newSecret(vaultID, name string, version int, hosts []string, valu
 	}, nil
 }
 
-// encode renders body with a MAC keyed from the root key.
-func (k *keys) encode(body *fileBody) ([]byte, error) {
-	root, err := k.root.Open()
-	if err != nil {
-		return nil, fmt.Errorf("opening the root key enclave: %w", err)
-	}
-	defer root.Destroy()
-	return encodeFile(body, root.Bytes())
-}
-
 // List describes every stored version of every secret, sorted by name and
 // then version. It never includes values. It returns nil after Close.
 func (v *Vault) List() []SecretInfo {
@@ -367,9 +526,13 @@ func (v *Vault) List() []SecretInfo {
 	}
 	out := make([]SecretInfo, 0, len(st.dec.secrets))
 	for _, r := range st.dec.secrets {
-		out = append(out, SecretInfo{Name: r.name, Version: r.version, Hosts: slices.Clone(r.hosts), Created: r.created})
+		out = append(out, r.info())
 	}
 	return out
+}
+
+func (r *secretRec) info() SecretInfo {
+	return SecretInfo{Name: r.name, Version: r.version, Hosts: slices.Clone(r.hosts), Created: r.created}
 }
 
 // WithSecret decrypts the current version of name into locked memory,
@@ -377,7 +540,9 @@ func (v *Vault) List() []SecretInfo {
 // port) is not within its binding, calls fn with the bytes and then destroys
 // them. fn must neither retain nor modify the slice. It returns fn's error
 // unchanged; errors of its own never contain the value. Concurrent calls may
-// wait for locked memory (RLIMIT_MEMLOCK), never fail for lack of it.
+// wait for locked memory (RLIMIT_MEMLOCK), never fail for lack of it. A call
+// works on the snapshot that is live when it starts, so a concurrent
+// rotation or Reload never mixes versions within one call.
 func (v *Vault) WithSecret(name, host string, fn func(secret []byte) error) error {
 	if fn == nil {
 		return fmt.Errorf("%w: nil function", ErrInvalid)
@@ -436,7 +601,11 @@ func (v *Vault) decrypt(name, host string) (*memguard.LockedBuffer, func(), erro
 // Every plaintext is in locked memory; the term key and data key are
 // destroyed before it returns.
 func (k *keys) openValue(vaultID string, rec *secretRec) (*memguard.LockedBuffer, error) {
-	termKey, err := k.terms[rec.term].Open()
+	tk := k.terms[rec.term]
+	if tk == nil { // verifySecrets rules this out; stay safe regardless
+		return nil, fmt.Errorf("%w: term %d is not in the keyring", ErrCorrupt, rec.term)
+	}
+	termKey, err := tk.Open()
 	if err != nil {
 		return nil, fmt.Errorf("opening the term key enclave: %w", err)
 	}
@@ -455,7 +624,9 @@ func (k *keys) openValue(vaultID string, rec *secretRec) (*memguard.LockedBuffer
 	return val, nil
 }
 
-// Generation is the file's write counter as of the last Open or Put (0 after Close).
+// Generation is the write counter of the live snapshot (0 after Close). It
+// tells callers which snapshot serves: it changes with every write and with
+// every Reload that installs a new file.
 func (v *Vault) Generation() uint64 {
 	st := v.state.Load()
 	if st == nil {
@@ -468,9 +639,10 @@ func (v *Vault) Generation() uint64 {
 func (v *Vault) Path() string { return v.path }
 
 // DeriveKey returns HKDF-SHA256(root key, "wirken/"+label), 32 bytes, for
-// other components (the audit signer). It returns nil after Close, for an
-// empty label, for labels the vault uses itself ("file-mac"), or if locked
-// memory is unavailable. The caller owns the result and should wipe it.
+// other components (the audit signer). It changes when the root key does
+// (RotateRoot). It returns nil after Close, for an empty label, for labels
+// the vault uses itself ("file-mac"), or if locked memory is unavailable.
+// The caller owns the result and should wipe it.
 func (v *Vault) DeriveKey(label string) []byte {
 	if label == "" || "wirken/"+label == fileMACInfo {
 		return nil
@@ -500,9 +672,12 @@ func (v *Vault) DeriveKey(label string) []byte {
 // running finish first with the keys they hold. memguard cannot wipe an
 // Enclave, so the encrypted key copies stay in memory until the garbage
 // collector reclaims them; memguard.Purge (at process exit) destroys the key
-// that encrypts them.
+// that encrypts them. Close does not finalize the seal: the caller owns it
+// (see FinalizeSeal).
 func (v *Vault) Close() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.state.Store(nil)
+	if v.state.Swap(nil) != nil && v.done != nil {
+		close(v.done)
+	}
 }
