@@ -1,10 +1,11 @@
 package hostagent
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/wirken/wirken/audit"
@@ -28,25 +29,37 @@ func AuditSigner(v *vault.Vault, cfg *Config) (*audit.Signer, error) {
 	return s, nil
 }
 
-// PublishVerifierKey writes the public verifier key of the audit log, or checks that the one
-// already published is this vault's: a different key means the vault was replaced, and
-// verifiers holding the old key would reject every new checkpoint.
-func PublishVerifierKey(cfg *Config, s *audit.Signer) error {
+// PublishVerifierKey makes sure the audit log's verifier key file lists this signer's key. The
+// file keeps every key the log has been signed with, one per line (a root key rotation makes a
+// new one), so older checkpoints stay verifiable. It reports whether the key was added.
+func PublishVerifierKey(cfg *Config, s *audit.Signer) (bool, error) {
 	path := cfg.Audit.VerifierKey
 	old, err := os.ReadFile(path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		if err := audit.WriteVerifierKey(path, s); err != nil {
-			return fmt.Errorf("publishing the audit verifier key: %w", err)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("reading the audit verifier keys: %w", err)
+	}
+	keys := VerifierKeys(old)
+	if slices.Contains(keys, s.VerifierKey()) {
+		return false, nil
+	}
+	keys = append(keys, s.VerifierKey())
+	if err := writeFileAtomic(path, []byte(strings.Join(keys, "\n")+"\n"), 0o644); err != nil {
+		return false, fmt.Errorf("publishing the audit verifier key: %w", err)
+	}
+	return true, nil
+}
+
+// VerifierKeys parses a verifier key file: one key per line; blank lines and # comments are
+// ignored.
+func VerifierKeys(data []byte) []string {
+	var keys []string
+	for _, l := range strings.Split(string(data), "\n") {
+		l = strings.TrimSpace(l)
+		if l != "" && !strings.HasPrefix(l, "#") {
+			keys = append(keys, l)
 		}
-		return nil
-	case err != nil:
-		return fmt.Errorf("reading the audit verifier key: %w", err)
 	}
-	if !bytes.Equal(bytes.TrimSpace(old), []byte(s.VerifierKey())) {
-		return fmt.Errorf("audit verifier key %s is not this vault's (was the vault replaced?): verify the old log with that key, then move the file away to publish the new one", path)
-	}
-	return nil
+	return keys
 }
 
 // auditOptions are the audit log's options from the configuration.

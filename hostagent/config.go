@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/wirken/wirken/vault"
 )
 
 // Config is the daemon configuration (wirken.toml). Relative paths are relative to the file.
@@ -17,9 +19,8 @@ type Config struct {
 	ControlSocket string `toml:"control_socket"`
 
 	Vault struct {
-		File    string `toml:"file"`
-		Seal    string `toml:"seal"`
-		KeyFile string `toml:"key_file"`
+		File  string           `toml:"file"`
+		Seals []map[string]any `toml:"seals"`
 	} `toml:"vault"`
 	CA struct {
 		Cert string `toml:"cert"`
@@ -49,7 +50,44 @@ type Config struct {
 		Format string `toml:"format"`
 	} `toml:"log"`
 
-	path string // the file this came from
+	// AcceptRollback lets the daemon start on a vault older than the audit log last recorded
+	// (set by `wirken run --accept-rollback`, never by the file).
+	AcceptRollback bool `toml:"-"`
+
+	path  string             // the file this came from
+	seals []vault.SealConfig // Vault.Seals, checked
+}
+
+// Seals are the configured vault seals, in order: any one unseals; the first seals a new vault.
+func (c *Config) Seals() []vault.SealConfig { return c.seals }
+
+// sealConfig turns one [[vault.seals]] table into a seal configuration. File options are
+// relative to the configuration file.
+func sealConfig(m map[string]any, base string) (vault.SealConfig, error) {
+	sc := vault.SealConfig{Options: map[string]string{}}
+	for k, v := range m {
+		var s string
+		switch v := v.(type) {
+		case string:
+			s = v
+		case bool, int64, float64:
+			s = fmt.Sprint(v)
+		default:
+			return sc, fmt.Errorf("option %s: want a string, number or boolean", k)
+		}
+		if k == "type" {
+			sc.Type = s
+			continue
+		}
+		if s != "" && !filepath.IsAbs(s) && (strings.HasSuffix(k, "_file") || k == "lib" || k == "credentials" || strings.HasPrefix(k, "tls_ca") || strings.HasPrefix(k, "tls_client")) {
+			s = filepath.Join(base, s)
+		}
+		sc.Options[k] = s
+	}
+	if sc.Type == "" {
+		return sc, errors.New("option type: required")
+	}
+	return sc, nil
 }
 
 // Path is the file the configuration was read from.
@@ -96,7 +134,6 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	abs(&c.Policy, "policy.toml")
 	abs(&c.ControlSocket, "/run/wirken/control.sock")
 	abs(&c.Vault.File, filepath.Join(c.StateDir, "vault.wkv"))
-	abs(&c.Vault.KeyFile, filepath.Join(c.StateDir, "vault.key"))
 	abs(&c.CA.Cert, filepath.Join(c.StateDir, "ca.pem"))
 	abs(&c.CA.Key, filepath.Join(c.StateDir, "ca-key.pem"))
 	abs(&c.Audit.Log, filepath.Join(c.StateDir, "audit.jsonl"))
@@ -118,11 +155,20 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	for i := range c.Proxy.UpstreamCAFiles {
 		abs(&c.Proxy.UpstreamCAFiles[i], "")
 	}
-	if c.Vault.Seal == "" {
-		c.Vault.Seal = "aead"
+	if len(c.Vault.Seals) == 0 {
+		c.Vault.Seals = []map[string]any{{"type": "aead", "key_file": filepath.Join(c.StateDir, "vault.key")}}
 	}
-	if c.Vault.Seal != "aead" {
-		errs = append(errs, fmt.Sprintf("%s:%d: vault.seal: unsupported seal %q (supported: aead)", path, keyLine(data, toml.Key{"vault", "seal"}), c.Vault.Seal))
+	c.seals = nil
+	for i, m := range c.Vault.Seals {
+		sc, err := sealConfig(m, base)
+		if err == nil {
+			err = vault.CheckSealConfig(sc)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: vault.seals[%d]: %v", path, i, err))
+			continue
+		}
+		c.seals = append(c.seals, sc)
 	}
 	if c.Proxy.Port == 0 {
 		c.Proxy.Port = 15001

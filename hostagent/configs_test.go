@@ -55,7 +55,9 @@ func TestParseConfigErrors(t *testing.T) {
 	}{
 		{"unknown key", "[proxy]\nprot = 1\n", "wirken.toml:2: proxy.prot: unknown key"},
 		{"bad port", "[proxy]\nport = 70000\n", "wirken.toml:2: proxy.port: 70000 is not a TCP port"},
-		{"bad seal", "[vault]\nseal = \"rot13\"\n", `wirken.toml:2: vault.seal: unsupported seal "rot13"`},
+		{"bad seal type", "[[vault.seals]]\ntype = \"rot13\"\n", `wirken.toml: vault.seals[0]: `},
+		{"seal option missing", "[[vault.seals]]\ntype = \"transit\"\n", `wirken.toml: vault.seals[0]: seal transit: option address: required`},
+		{"seal without type", "[[vault.seals]]\nkey_file = \"k\"\n", `wirken.toml: vault.seals[0]: option type: required`},
 		{"syntax", "policy = = 1\n", "wirken.toml:1:"},
 		{"pin dir outside bpffs", "[bpf]\npin_dir = \"/tmp/x\"\n", `wirken.toml:2: bpf.pin_dir: "/tmp/x" must be under /sys/fs/bpf`},
 		{"cgroup escape", "[cgroup]\nroot = \"../x\"\n", `wirken.toml:2: cgroup.root: "../x" must be a relative path`},
@@ -74,6 +76,9 @@ func TestParseConfigDefaults(t *testing.T) {
 	c, err := ParseConfig("/etc/wirken/wirken.toml", []byte("state_dir = \"state\"\n"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(c.Seals()) != 1 || c.Seals()[0].Type != "aead" || c.Seals()[0].Options["key_file"] != "/etc/wirken/state/vault.key" {
+		t.Fatalf("default seal: %+v", c.Seals())
 	}
 	if c.StateDir != "/etc/wirken/state" || c.Vault.File != "/etc/wirken/state/vault.wkv" ||
 		c.Policy != "/etc/wirken/policy.toml" || c.Proxy.Port != 15001 || c.BPF.PinDir != "/sys/fs/bpf/wirken/v1" {

@@ -11,7 +11,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -45,6 +47,9 @@ type Daemon struct {
 	agents registry
 
 	reloadMu sync.Mutex // one policy change at a time (SIGHUP and the control socket)
+
+	versions     func() (uint64, map[string]int) // the vault's live secret versions
+	lastVersions atomic.Pointer[map[string]int]  // as last seen, to tell what changed
 }
 
 // Run starts the daemon and serves until ctx is done. ready, if not nil, is closed once agents
@@ -69,15 +74,28 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 	if err := os.MkdirAll(cfg.StateDir, 0o711); err != nil {
 		return fmt.Errorf("creating state dir: %w", err)
 	}
-	seal, err := vault.AEADSeal(ctx, cfg.Vault.KeyFile)
+	// A vault file older than the last generation the audit log recorded is a rollback (to a
+	// revoked key, say): refused unless the operator accepts it.
+	minGen, err := lastAuditedGeneration(cfg)
 	if err != nil {
-		return fmt.Errorf("opening vault seal: %w", err)
+		return err
 	}
-	d.vault, err = vault.Open(ctx, cfg.Vault.File, seal)
+	vopts := []vault.OpenOption{vault.WithMinGeneration(minGen)}
+	if cfg.AcceptRollback {
+		vopts = append(vopts, vault.WithAcceptRollback())
+	}
+	var seal vault.Seal
+	d.vault, seal, err = OpenVault(ctx, cfg, vopts...)
 	if err != nil {
-		return fmt.Errorf("unsealing vault: %w", err)
+		if errors.Is(err, vault.ErrRollback) {
+			return fmt.Errorf("%w (the audit log last recorded generation %d; start with --accept-rollback if this is intended)", err, minGen)
+		}
+		return err
 	}
-	defer d.vault.Close()
+	defer func() {
+		d.vault.Close()
+		_ = vault.FinalizeSeal(context.Background(), seal)
+	}()
 
 	// The audit log's checkpoint key comes from the vault's root key, so it is as safe at rest
 	// as the secrets; its public half is published for verifiers.
@@ -85,8 +103,12 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 	if err != nil {
 		return err
 	}
-	if err := PublishVerifierKey(cfg, signer); err != nil {
+	added, err := PublishVerifierKey(cfg, signer)
+	if err != nil {
 		return err
+	}
+	if added {
+		log.Warn("published a new audit verifier key (new vault or rotated root key); copy it off the host", "file", cfg.Audit.VerifierKey, "key", signer.VerifierKey())
 	}
 	d.audit, err = audit.Open(cfg.Audit.Log, log, cfg.auditOptions(signer)...)
 	if err != nil {
@@ -100,6 +122,12 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 	}()
 	if _, err := d.audit.Append(audit.Record{Type: "startup", Policy: pol.Digest(), Generation: d.vault.Generation(), Detail: "pid " + strconv.Itoa(os.Getpid())}); err != nil {
 		return fmt.Errorf("writing startup record: %w", err)
+	}
+	if g := d.vault.Generation(); g < minGen {
+		log.Warn("vault rollback accepted by the operator", "generation", g, "audited", minGen)
+		if _, err := d.audit.Append(audit.Record{Type: "vault.rollback", Decision: "accept", Generation: g, Detail: fmt.Sprintf("audit log had generation %d", minGen)}); err != nil {
+			return fmt.Errorf("auditing the accepted rollback: %w", err)
+		}
 	}
 
 	ca, err := mitm.LoadCA(cfg.CA.Cert, cfg.CA.Key)
@@ -187,6 +215,16 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 	}
 	defer ctl.Close()
 
+	// Vault changes (vault put/rotate/rewrap by the CLI, or any edit) are picked up live.
+	d.versions = d.vault.Versions
+	_, cur := d.vault.Versions()
+	d.lastVersions.Store(&cur)
+	go func() {
+		if err := d.vault.Watch(ctx, d.vaultChanged); err != nil && ctx.Err() == nil {
+			log.Error("watching the vault file stopped; changes now need SIGHUP or wirken reload", "err", err)
+		}
+	}()
+
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -209,10 +247,53 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 	}
 }
 
-// Reload re-reads the policy file. A bad file is refused and the last good policy keeps serving.
+// Reload re-reads the vault and the policy. A bad file is refused and the last good one keeps
+// serving.
 func (d *Daemon) Reload() error {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
+	changed, verr := d.vault.Reload(context.Background())
+	if verr != nil || changed {
+		d.vaultChanged(d.vault.Generation(), verr)
+	}
+	if err := d.reloadPolicy(); err != nil {
+		return err
+	}
+	if verr != nil {
+		return fmt.Errorf("vault: %w", verr)
+	}
+	return nil
+}
+
+// vaultChanged audits a new vault snapshot (or a refused file) and closes the idle upstream
+// connections of every credential whose secret changed.
+func (d *Daemon) vaultChanged(gen uint64, err error) {
+	if err != nil {
+		d.log.Error("vault file refused; the last good vault keeps serving", "generation", gen, "err", err)
+		if _, aerr := d.audit.Append(audit.Record{Type: "vault.reload", Decision: "reject", Generation: gen, Reason: err.Error()}); aerr != nil {
+			d.log.Error("audit log write failed", "err", aerr)
+		}
+		return
+	}
+	_, cur := d.versions()
+	prev := d.lastVersions.Swap(&cur)
+	changed := vault.Changed(*prev, cur)
+	var creds []string
+	for _, c := range d.policy.p.Load().Credentials() {
+		if slices.Contains(changed, c.Secret) {
+			creds = append(creds, c.Name)
+		}
+	}
+	if len(creds) > 0 {
+		d.proxy.CloseIdle(creds...)
+	}
+	d.log.Info("vault reloaded", "generation", gen, "changed_secrets", changed, "credentials_reset", creds)
+	if _, aerr := d.audit.Append(audit.Record{Type: "vault.reload", Decision: "accept", Generation: gen, Detail: "changed: " + strings.Join(changed, ",")}); aerr != nil {
+		d.log.Error("audit log write failed", "err", aerr)
+	}
+}
+
+func (d *Daemon) reloadPolicy() error {
 	pol, err := policy.Load(d.cfg.Policy)
 	if err != nil {
 		if _, aerr := d.audit.Append(audit.Record{Type: "policy.load", Decision: "reject", Reason: err.Error()}); aerr != nil {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -111,7 +112,11 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 		}
 	}
 
-	resp, err := p.pool.transport(o.Dst, s.sni, s.tls).RoundTrip(out)
+	cred := ""
+	if g.Credential != nil {
+		cred = g.Credential.Name
+	}
+	resp, err := p.pool.transport(poolKey{o.Dst, s.sni, s.tls, cred}).RoundTrip(out)
 	if err != nil {
 		reason := upstreamReason(err)
 		finish(Result{Status: http.StatusBadGateway, Err: errors.New(reason)})
@@ -307,9 +312,10 @@ func (b *upgradedBody) Write(p []byte) (int, error) { return b.w.Write(p) }
 // maxTransports bounds the upstream pool: destinations are the agents' choice.
 const maxTransports = 1024
 
-// pool keeps one upstream transport per (destination, server name, TLS): every connection it
-// makes goes to the address the agent asked for, and TLS is verified for the name the agent
-// asked for. It holds at most max transports; the least recently used one is dropped (its idle
+// pool keeps one upstream transport per (destination, server name, TLS, credential): every
+// connection it makes goes to the address the agent asked for, TLS is verified for the name
+// the agent asked for, and connections that carried one credential (whose header may sit in an
+// HTTP/2 HPACK table) are never reused for another, and can be closed when it rotates. It holds at most max transports; the least recently used one is dropped (its idle
 // connections closed; requests in flight finish).
 type pool struct {
 	roots         *x509.CertPool
@@ -322,9 +328,10 @@ type pool struct {
 }
 
 type poolKey struct {
-	dst netip.AddrPort
-	sni string
-	tls bool
+	dst  netip.AddrPort
+	sni  string
+	tls  bool
+	cred string // credential name, "" for none
 }
 
 type poolEntry struct {
@@ -336,8 +343,7 @@ func newPool(roots *x509.CertPool, dialTimeout, headerTimeout time.Duration, max
 	return &pool{roots: roots, dialTimeout: dialTimeout, headerTimeout: headerTimeout, max: max, m: make(map[poolKey]*list.Element)}
 }
 
-func (p *pool) transport(dst netip.AddrPort, sni string, useTLS bool) *http.Transport {
-	k := poolKey{dst, sni, useTLS}
+func (p *pool) transport(k poolKey) *http.Transport {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if el := p.m[k]; el != nil {
@@ -352,7 +358,7 @@ func (p *pool) transport(dst netip.AddrPort, sni string, useTLS bool) *http.Tran
 		delete(p.m, e.key)
 	}
 	d := &net.Dialer{Timeout: p.dialTimeout, KeepAlive: 30 * time.Second}
-	addr := dst.String()
+	addr := k.dst.String()
 	t := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, "tcp", addr)
@@ -364,9 +370,9 @@ func (p *pool) transport(dst netip.AddrPort, sni string, useTLS bool) *http.Tran
 		DisableCompression:    true,
 		ForceAttemptHTTP2:     false,
 	}
-	if useTLS {
+	if k.tls {
 		t.TLSClientConfig = &tls.Config{
-			ServerName:         sni,
+			ServerName:         k.sni,
 			RootCAs:            p.roots,
 			MinVersion:         tls.VersionTLS12,
 			ClientSessionCache: tls.NewLRUClientSessionCache(64),
@@ -376,10 +382,15 @@ func (p *pool) transport(dst netip.AddrPort, sni string, useTLS bool) *http.Tran
 	return t
 }
 
-func (p *pool) closeIdle() {
+// closeIdle closes the idle upstream connections of the given credentials, or of all when
+// none are named.
+func (p *pool) closeIdle(creds ...string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for el := p.lru.Front(); el != nil; el = el.Next() {
-		el.Value.(*poolEntry).t.CloseIdleConnections()
+		e := el.Value.(*poolEntry)
+		if len(creds) == 0 || slices.Contains(creds, e.key.cred) {
+			e.t.CloseIdleConnections()
+		}
 	}
 }

@@ -120,14 +120,14 @@ func TestStalledConnectionsAreClosed(t *testing.T) {
 
 func TestUpstreamPoolIsBounded(t *testing.T) {
 	p := newPool(x509.NewCertPool(), time.Second, time.Second, 3)
-	first := p.transport(netip.MustParseAddrPort("127.0.0.1:1"), "a", true)
+	first := p.transport(poolKey{netip.MustParseAddrPort("127.0.0.1:1"), "a", true, ""})
 	for i := 2; i <= 10; i++ {
-		p.transport(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(i)), "a", true)
+		p.transport(poolKey{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(i)), "a", true, ""})
 	}
 	if p.lru.Len() != 3 || len(p.m) != 3 {
 		t.Fatalf("pool holds %d transports (%d keys); want 3", p.lru.Len(), len(p.m))
 	}
-	if again := p.transport(netip.MustParseAddrPort("127.0.0.1:1"), "a", true); again == first {
+	if again := p.transport(poolKey{netip.MustParseAddrPort("127.0.0.1:1"), "a", true, ""}); again == first {
 		t.Fatal("an evicted transport came back")
 	}
 }

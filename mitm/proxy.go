@@ -238,6 +238,11 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// CloseIdle closes the idle upstream connections that carried the named credentials (all
+// idle connections when none are named), so a rotated secret's old header value leaves no
+// live connection behind. Requests in flight finish on theirs.
+func (p *Proxy) CloseIdle(creds ...string) { p.pool.closeIdle(creds...) }
+
 func (p *Proxy) track(c net.Conn) *clientConn {
 	cc := &clientConn{Conn: c, p: p}
 	p.mu.Lock()

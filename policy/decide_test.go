@@ -213,3 +213,24 @@ func TestNoAllocsOnAllow(t *testing.T) {
 		}
 	}
 }
+
+func TestCredentialsListsEveryCredential(t *testing.T) {
+	p, err := Parse("p.toml", []byte(`version = 1
+[agents.a]
+[credentials.zeta]
+secret = "s1"
+hosts = ["z.example"]
+header = "Authorization"
+[credentials.alpha]
+secret = "s2"
+hosts = ["a.example"]
+header = "x-api-key"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := p.Credentials()
+	if len(got) != 2 || got[0].Name != "alpha" || got[0].Secret != "s2" || got[1].Name != "zeta" || got[1].Hosts[0] != "z.example" {
+		t.Fatalf("Credentials() = %+v", got)
+	}
+}

@@ -113,7 +113,8 @@ type Grant struct {
 // Policy is a compiled, immutable policy. It is safe for concurrent use.
 type Policy struct {
 	digest string
-	agents []Agent // sorted by name
+	agents []Agent      // sorted by name
+	creds  []Credential // sorted by name
 	index  map[string]*agentIndex
 }
 
@@ -182,6 +183,10 @@ func compile(raw *rawPolicy, src []byte) *Policy {
 		digest: hex.EncodeToString(sum[:]),
 		index:  make(map[string]*agentIndex, len(raw.agents)),
 	}
+	for _, c := range raw.creds {
+		p.creds = append(p.creds, *c)
+	}
+	slices.SortFunc(p.creds, func(a, b Credential) int { return strings.Compare(a.Name, b.Name) })
 	perAgent := make(map[string][]*rule)
 	for _, rr := range raw.rules {
 		r := &rule{
@@ -235,6 +240,9 @@ func (p *Policy) Digest() string { return p.digest }
 
 // Agents returns the agents the policy names, sorted by name.
 func (p *Policy) Agents() []Agent { return slices.Clone(p.agents) }
+
+// Credentials returns every credential, sorted by name.
+func (p *Policy) Credentials() []Credential { return slices.Clone(p.creds) }
 
 // Agent returns the named agent.
 func (p *Policy) Agent(name string) (Agent, bool) {

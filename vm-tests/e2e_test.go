@@ -305,9 +305,9 @@ func (e *env) asAgent(argv ...string) result {
 	return e.wirken(nil, append([]string{"exec", "--agent", "demo", "--"}, argv...)...)
 }
 
-func (e *env) startDaemon() {
+func (e *env) startDaemon(extra ...string) {
 	t := e.t
-	cmd := exec.Command(wirkenBin, "run", "--config", e.config)
+	cmd := exec.Command(wirkenBin, append([]string{"run", "--config", e.config}, extra...)...)
 	cmd.Stdout, cmd.Stderr = e.logs, e.logs
 	cmd.Env = append(os.Environ(),
 		"OTEL_EXPORTER_OTLP_ENDPOINT="+e.otlpEndpoint,

@@ -16,6 +16,7 @@ func cmdRun(args []string) error {
 	fs := newFlags("run")
 	config := fs.String("config", defaultConfig(), "daemon configuration `file`")
 	level := fs.String("log-level", "", "log level: debug, info, warn, error (default: the config's)")
+	acceptRollback := fs.Bool("accept-rollback", false, "start even if the vault is older than the generation the audit log last recorded (audited)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -29,6 +30,7 @@ func cmdRun(args []string) error {
 	if *level != "" {
 		cfg.Log.Level = *level
 	}
+	cfg.AcceptRollback = *acceptRollback
 	logger, err := newLogger(cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return err

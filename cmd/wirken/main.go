@@ -39,7 +39,7 @@ func init() {
 	commands = map[string]command{
 		"run":     {"run the daemon in the foreground", cmdRun},
 		"exec":    {"run a command as an agent: exec --agent NAME [--user U] -- CMD...", cmdExec},
-		"vault":   {"manage the vault: init | put NAME | list", cmdVault},
+		"vault":   {"manage the vault: " + vaultUsage, cmdVault},
 		"policy":  {"check a policy file: policy check FILE", cmdPolicy},
 		"audit":   {"read the audit log: audit verify [--trusted-checkpoint F] | tail [-f] [--json] | prove --seq N", cmdAudit},
 		"ca":      {"create the interception CA: ca init", cmdCA},

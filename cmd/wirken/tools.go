@@ -2,12 +2,10 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -15,181 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
-	"time"
 
 	"github.com/wirken/wirken/audit"
 	"github.com/wirken/wirken/hostagent"
 	"github.com/wirken/wirken/mitm"
 	"github.com/wirken/wirken/policy"
-	"github.com/wirken/wirken/vault"
 )
-
-func cmdVault(args []string) error {
-	if len(args) == 0 {
-		return usageError("vault needs a subcommand: init, put NAME, list")
-	}
-	switch args[0] {
-	case "init":
-		return vaultInit(args[1:])
-	case "put":
-		return vaultPut(args[1:])
-	case "list":
-		return vaultList(args[1:])
-	}
-	return usageError("vault: unknown subcommand %q (want init, put, list)", args[0])
-}
-
-// vaultInit creates the aead seal key file and an empty vault.
-func vaultInit(args []string) error {
-	fs := newFlags("vault init")
-	config := fs.String("config", defaultConfig(), "daemon configuration `file`")
-	ifMissing := fs.Bool("if-missing", false, "do nothing if the vault and its key file already exist")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	cfg, err := hostagent.LoadConfig(*config)
-	if err != nil {
-		return err
-	}
-	if *ifMissing && exists(cfg.Vault.File) && exists(cfg.Vault.KeyFile) {
-		fmt.Printf("vault %s exists; keeping it\n", cfg.Vault.File)
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(cfg.Vault.File), 0o711); err != nil {
-		return fmt.Errorf("creating vault dir: %w", err)
-	}
-	if err := vault.CreateAEADKeyFile(cfg.Vault.KeyFile); err != nil {
-		return err
-	}
-	ctx := context.Background()
-	seal, err := vault.AEADSeal(ctx, cfg.Vault.KeyFile)
-	if err != nil {
-		return err
-	}
-	if err := vault.Create(ctx, cfg.Vault.File, seal); err != nil {
-		return err
-	}
-	fmt.Printf("created vault %s sealed by key file %s\n", cfg.Vault.File, cfg.Vault.KeyFile)
-	// Publish the audit log's verifier key now, so it can be kept off the host from the start.
-	v, err := vault.Open(ctx, cfg.Vault.File, seal)
-	if err != nil {
-		return err
-	}
-	defer v.Close()
-	signer, err := hostagent.AuditSigner(v, cfg)
-	if err != nil {
-		return err
-	}
-	if err := hostagent.PublishVerifierKey(cfg, signer); err != nil {
-		return err
-	}
-	fmt.Printf("audit verifier key %s: %s\n", cfg.Audit.VerifierKey, signer.VerifierKey())
-	return nil
-}
-
-// openVault unseals the configured vault for a CLI command.
-func openVault(ctx context.Context, config string) (*vault.Vault, error) {
-	cfg, err := hostagent.LoadConfig(config)
-	if err != nil {
-		return nil, err
-	}
-	seal, err := vault.AEADSeal(ctx, cfg.Vault.KeyFile)
-	if err != nil {
-		return nil, err
-	}
-	return vault.Open(ctx, cfg.Vault.File, seal)
-}
-
-type stringList []string
-
-func (s *stringList) String() string     { return strings.Join(*s, ",") }
-func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
-
-// vaultPut stores a secret read from stdin or a file, never from the command line.
-func vaultPut(args []string) error {
-	fs := newFlags("vault put")
-	config := fs.String("config", defaultConfig(), "daemon configuration `file`")
-	from := fs.String("file", "", "read the value from this `file` instead of stdin")
-	var hosts stringList
-	fs.Var(&hosts, "host", "bind the secret to this `host` (repeatable; exact or *.suffix); none = any host the policy names")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return usageError("vault put needs exactly one NAME; the value is read from stdin (or --file), never from the command line")
-	}
-	value, err := readValue(*from)
-	if err != nil {
-		return err
-	}
-	defer clear(value)
-	ctx := context.Background()
-	v, err := openVault(ctx, *config)
-	if err != nil {
-		return err
-	}
-	defer v.Close()
-	ver, err := v.Put(ctx, fs.Arg(0), value, vault.Binding{Hosts: hosts})
-	if err != nil {
-		return err
-	}
-	fmt.Printf("stored %s version %d (vault generation %d)\n", fs.Arg(0), ver, v.Generation())
-	return nil
-}
-
-// readValue reads a secret value; one trailing newline (from echo or a here-doc) is dropped.
-func readValue(file string) ([]byte, error) {
-	var r io.Reader = os.Stdin
-	name := "stdin"
-	if file != "" {
-		f, err := os.Open(file)
-		if err != nil {
-			return nil, fmt.Errorf("reading secret value: %w", err)
-		}
-		defer f.Close()
-		r, name = f, file
-	} else if isTerminal(os.Stdin) {
-		fmt.Fprintln(os.Stderr, "reading the secret value from stdin (end with Ctrl-D)")
-	}
-	b, err := io.ReadAll(io.LimitReader(r, 1<<20+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading secret value from %s: %w", name, err)
-	}
-	if len(b) > 1<<20 {
-		clear(b)
-		return nil, fmt.Errorf("secret value from %s is larger than 1 MiB", name)
-	}
-	b = bytes.TrimSuffix(b, []byte("\n"))
-	b = bytes.TrimSuffix(b, []byte("\r"))
-	if len(b) == 0 {
-		return nil, fmt.Errorf("secret value from %s is empty", name)
-	}
-	return b, nil
-}
-
-func vaultList(args []string) error {
-	fs := newFlags("vault list")
-	config := fs.String("config", defaultConfig(), "daemon configuration `file`")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	v, err := openVault(context.Background(), *config)
-	if err != nil {
-		return err
-	}
-	defer v.Close()
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tVERSION\tHOSTS\tCREATED")
-	for _, s := range v.List() {
-		hosts := strings.Join(s.Hosts, ",")
-		if hosts == "" {
-			hosts = "*"
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", s.Name, s.Version, hosts, s.Created.Format(time.RFC3339))
-	}
-	return tw.Flush()
-}
 
 func cmdPolicy(args []string) error {
 	if len(args) == 0 || args[0] != "check" {

@@ -1,0 +1,64 @@
+package hostagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/wirken/wirken/audit"
+	"github.com/wirken/wirken/vault"
+)
+
+// OpenVault unseals the configured vault with the first configured seal that can: any one
+// seal entry unwraps the root key. The seal that worked is returned open (the vault needs it
+// to reload); the caller releases it with vault.FinalizeSeal after closing the vault.
+func OpenVault(ctx context.Context, cfg *Config, opts ...vault.OpenOption) (*vault.Vault, vault.Seal, error) {
+	var errs []error
+	for i, sc := range cfg.Seals() {
+		seal, err := vault.NewSeal(ctx, sc)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("seal %d (%s): %w", i, sc.Type, err))
+			continue
+		}
+		v, err := vault.Open(ctx, cfg.Vault.File, seal, opts...)
+		if err == nil {
+			return v, seal, nil
+		}
+		_ = vault.FinalizeSeal(ctx, seal)
+		if !errors.Is(err, vault.ErrSeal) {
+			return nil, nil, err // the file itself is bad, or rolled back: another seal will not help
+		}
+		errs = append(errs, fmt.Errorf("seal %d (%s): %w", i, sc.Type, err))
+	}
+	return nil, nil, fmt.Errorf("unsealing %s: no configured seal could: %w", cfg.Vault.File, errors.Join(errs...))
+}
+
+// lastAuditedGeneration is the newest vault generation the audit log recorded (0 if none):
+// a vault file older than that is a rollback.
+func lastAuditedGeneration(cfg *Config) (uint64, error) {
+	paths, err := audit.SegmentPaths(cfg.Audit.Log)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	// Newest segment first; generations only grow, so the first one found is the last.
+	for i := len(paths) - 1; i >= 0; i-- {
+		var gen uint64
+		_, err := audit.ReadLines(paths[i], 0, func(line []byte) error {
+			if r, err := audit.ParseRecord(line); err == nil && r.Record.Generation > gen {
+				gen = r.Record.Generation
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return 0, fmt.Errorf("reading the audit log for the last vault generation: %w", err)
+		}
+		if gen > 0 {
+			return gen, nil
+		}
+	}
+	return 0, nil
+}
