@@ -73,6 +73,32 @@ func TestVaultLive(t *testing.T) {
 		t.Fatalf("after the reload the upstream saw %q", got)
 	}
 
+	// A corrupted vault file is refused and the last good vault keeps serving.
+	good, err := os.ReadFile(vaultFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := append([]byte(nil), good...)
+	bad[len(bad)/2] ^= 0x01
+	if err := os.WriteFile(vaultFile, bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !hasDecision(e.records("vault.reload"), "reject") {
+		if time.Now().After(deadline) {
+			t.Fatal("the corrupted vault file was not refused (no vault.reload reject record)")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	before = len(e.api.seen())
+	e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo", "--fail")...).mustSucceed(t)
+	if got := e.api.seen()[before]; got != "Bearer "+newValue {
+		t.Fatalf("with a corrupted vault file the upstream saw %q; want the last good value", got)
+	}
+	if err := os.WriteFile(vaultFile, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	// Roll the vault file back to before the put: the restarted daemon refuses it...
 	e.killDaemon()
 	if err := os.WriteFile(vaultFile, oldVault, 0o600); err != nil {
@@ -104,4 +130,13 @@ func waitRecord(t *testing.T, e *env, typ string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func hasDecision(recs []map[string]any, d string) bool {
+	for _, r := range recs {
+		if r["decision"] == d {
+			return true
+		}
+	}
+	return false
 }

@@ -71,6 +71,14 @@ func TestCLIVault(t *testing.T) {
 	if strings.Contains(out, canary) {
 		t.Fatal("vault list printed a secret value")
 	}
+	code, out, _ = cli(t, "", "vault", "show", "--config", cfg, "api-key")
+	if code != 0 || !strings.Contains(out, "version 1") || strings.Contains(out, canary) {
+		t.Fatalf("vault show: %d %q; want metadata and never the value", code, out)
+	}
+	code, out, _ = cli(t, "", "vault", "status", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "generation") || !strings.Contains(out, "aead") {
+		t.Fatalf("vault status: %d %q", code, out)
+	}
 	raw, _ := os.ReadFile(filepath.Join(filepath.Dir(cfg), "state", "vault.wkv"))
 	if len(raw) == 0 || bytes.Contains(raw, []byte(canary)) {
 		t.Fatal("the vault file is empty or holds the secret in clear")
