@@ -48,6 +48,7 @@ type Daemon struct {
 
 	reloadMu sync.Mutex // one policy change at a time (SIGHUP and the control socket)
 
+	vaultMu      sync.Mutex                      // one vault change at a time
 	versions     func() (uint64, map[string]int) // the vault's live secret versions
 	lastVersions atomic.Pointer[map[string]int]  // as last seen, to tell what changed
 }
@@ -96,6 +97,9 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		d.vault.Close()
 		_ = vault.FinalizeSeal(context.Background(), seal)
 	}()
+	d.versions = d.vault.Versions
+	_, cur := d.vault.Versions()
+	d.lastVersions.Store(&cur)
 
 	// The audit log's checkpoint key comes from the vault's root key, so it is as safe at rest
 	// as the secrets; its public half is published for verifiers.
@@ -216,9 +220,6 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 	defer ctl.Close()
 
 	// Vault changes (vault put/rotate/rewrap by the CLI, or any edit) are picked up live.
-	d.versions = d.vault.Versions
-	_, cur := d.vault.Versions()
-	d.lastVersions.Store(&cur)
 	go func() {
 		if err := d.vault.Watch(ctx, d.vaultChanged); err != nil && ctx.Err() == nil {
 			log.Error("watching the vault file stopped; changes now need SIGHUP or wirken reload", "err", err)
@@ -252,30 +253,30 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 func (d *Daemon) Reload() error {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
-	changed, verr := d.vault.Reload(context.Background())
-	if verr != nil || changed {
-		d.vaultChanged(d.vault.Generation(), verr)
+	// A refused vault file is logged and audited by vaultChanged; the last good vault serves on
+	// and the policy reload goes ahead regardless.
+	if changed, err := d.vault.Reload(context.Background()); err != nil || changed {
+		d.vaultChanged(d.vault.Generation(), err)
 	}
-	if err := d.reloadPolicy(); err != nil {
-		return err
-	}
-	if verr != nil {
-		return fmt.Errorf("vault: %w", verr)
-	}
-	return nil
+	return d.reloadPolicy()
 }
 
 // vaultChanged audits a new vault snapshot (or a refused file) and closes the idle upstream
 // connections of every credential whose secret changed.
 func (d *Daemon) vaultChanged(gen uint64, err error) {
+	d.vaultMu.Lock() // the file watch and Reload may both report
+	defer d.vaultMu.Unlock()
 	if err != nil {
+		if errors.Is(err, vault.ErrSeal) {
+			d.log.Error("the vault file is now sealed by entries the daemon's seal cannot open (after vault rewrap --remove or rotate root): restart the daemon to pick it up; the last good vault keeps serving", "generation", gen)
+		}
 		d.log.Error("vault file refused; the last good vault keeps serving", "generation", gen, "err", err)
 		if _, aerr := d.audit.Append(audit.Record{Type: "vault.reload", Decision: "reject", Generation: gen, Reason: err.Error()}); aerr != nil {
 			d.log.Error("audit log write failed", "err", aerr)
 		}
 		return
 	}
-	_, cur := d.versions()
+	gen, cur := d.versions()
 	prev := d.lastVersions.Swap(&cur)
 	changed := vault.Changed(*prev, cur)
 	var creds []string

@@ -34,8 +34,9 @@ func OpenVault(ctx context.Context, cfg *Config, opts ...vault.OpenOption) (*vau
 	return nil, nil, fmt.Errorf("unsealing %s: no configured seal could: %w", cfg.Vault.File, errors.Join(errs...))
 }
 
-// lastAuditedGeneration is the newest vault generation the audit log recorded (0 if none):
-// a vault file older than that is a rollback.
+// lastAuditedGeneration is the vault generation of the last audit record that names one (0 if
+// none): a vault file older than that is a rollback. The last record, not the highest: once an
+// operator accepts a rollback, the daemon's own records carry the older generation on.
 func lastAuditedGeneration(cfg *Config) (uint64, error) {
 	paths, err := audit.SegmentPaths(cfg.Audit.Log)
 	if errors.Is(err, os.ErrNotExist) {
@@ -44,11 +45,11 @@ func lastAuditedGeneration(cfg *Config) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	// Newest segment first; generations only grow, so the first one found is the last.
+	// Newest segment first; within it, the last record that carries a generation.
 	for i := len(paths) - 1; i >= 0; i-- {
 		var gen uint64
 		_, err := audit.ReadLines(paths[i], 0, func(line []byte) error {
-			if r, err := audit.ParseRecord(line); err == nil && r.Record.Generation > gen {
+			if r, err := audit.ParseRecord(line); err == nil && r.Record.Generation > 0 {
 				gen = r.Record.Generation
 			}
 			return nil

@@ -129,7 +129,11 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 		resp.Body = &upgradedBody{countingBody{ReadCloser: rw, done: done}, rw}
 		return resp
 	}
-	usage := newUsageReader(resp)
+	// LLM APIs are reached with a credential: only those responses are read for usage.
+	var usage *usageReader
+	if g.Credential != nil {
+		usage = newUsageReader(resp)
+	}
 	done := func(n int64) {
 		r := Result{Status: resp.StatusCode, Bytes: n}
 		if usage != nil {

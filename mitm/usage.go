@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strings"
 )
 
 // Usage is what an LLM API's response says the request used: the model and its token counts,
@@ -159,9 +160,15 @@ func (r *usageReader) parse(b []byte) {
 	}
 }
 
+// maxModelName bounds the model name an upstream can put in the audit record and the span.
+const maxModelName = 128
+
 func (r *usageReader) take(model string, t *tokenCount) {
 	if model != "" {
-		r.u.Model = model
+		if len(model) > maxModelName {
+			model = model[:maxModelName]
+		}
+		r.u.Model = strings.ToValidUTF8(model, "")
 	}
 	if t == nil {
 		return

@@ -113,6 +113,22 @@ func TestVaultLive(t *testing.T) {
 	// ...unless the operator accepts it, which is audited.
 	e.startDaemon("--accept-rollback")
 	waitRecord(t, e, "vault.rollback")
+	// Once accepted, later restarts (systemd's, say) need no flag.
+	e.killDaemon()
+	e.startDaemon()
+
+	// A root key rotation changes the audit signing key: the verifier key file keeps both, and
+	// the log, signed by the old key and then the new, still verifies.
+	e.wirken(nil, "vault", "rotate", "root").mustSucceed(t)
+	e.killDaemon()
+	e.startDaemon()
+	e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo", "--fail")...).mustSucceed(t)
+	e.killDaemon()
+	keys, err := os.ReadFile(filepath.Join(e.dir, "state", "audit.pub"))
+	if err != nil || strings.Count(strings.TrimSpace(string(keys)), "\n") != 1 {
+		t.Fatalf("audit.pub after a root rotation: %q, %v; want two keys", keys, err)
+	}
+	e.wirken(nil, "audit", "verify").mustSucceed(t)
 	for name, text := range map[string]string{"daemon log": e.logs.String(), "audit log": e.auditLog()} {
 		if strings.Contains(text, newValue) {
 			t.Errorf("the rotated secret appears in the %s", name)

@@ -106,7 +106,10 @@ func TestCLIAuditVerifyExitCodes(t *testing.T) {
 	}
 	bad := filepath.Join(t.TempDir(), "bad.jsonl")
 	os.WriteFile(bad, []byte("{\"v\":1,\"seq\":5}\n"), 0o600)
-	if code, _, errs := cli(t, "", "audit", "verify", "--log", bad); code != 1 || !strings.Contains(errs, "TAMPERED") {
+	if code, _, errs := cli(t, "", "audit", "verify", "--log", bad); code != 2 || !strings.Contains(errs, "no verifier key") {
+		t.Fatalf("verify without a key: exit %d %q, want 2 naming the missing key", code, errs)
+	}
+	if code, _, errs := cli(t, "", "audit", "verify", "--no-pubkey", "--log", bad); code != 1 || !strings.Contains(errs, "TAMPERED") {
 		t.Fatalf("bad log: exit %d %q, want 1", code, errs)
 	}
 	if code, _, _ := cli(t, "", "audit"); code != 2 {

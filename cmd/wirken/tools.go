@@ -92,18 +92,19 @@ func auditFlags(fs *flag.FlagSet) func() (auditFiles, error) {
 	}
 }
 
-func (f auditFiles) verifierKey() (string, error) {
+// verifierKeys reads the verifier key file: every key the log has been signed with.
+func (f auditFiles) verifierKeys() ([]string, error) {
 	if f.key == "" {
-		return "", nil
+		return nil, nil
 	}
 	b, err := os.ReadFile(f.key)
 	if errors.Is(err, os.ErrNotExist) {
-		return "", nil
+		return nil, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("reading verifier key: %w", err)
+		return nil, fmt.Errorf("reading verifier key: %w", err)
 	}
-	return strings.TrimSpace(string(b)), nil
+	return hostagent.VerifierKeys(b), nil
 }
 
 // auditVerify: exit 0 valid, 1 tampered (naming the first bad record), 2 usage or I/O.
@@ -112,6 +113,7 @@ func auditVerify(args []string) error {
 	files := auditFlags(fs)
 	trusted := fs.String("trusted-checkpoint", "", "a checkpoint `file` saved earlier elsewhere: the log must extend it")
 	save := fs.String("save-checkpoint", "", "after a successful check, write the latest signed checkpoint to `file` (keep it off the host)")
+	noKey := fs.Bool("no-pubkey", false, "verify without a verifier key: the chain and trees only, not who signed the checkpoints")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -119,13 +121,16 @@ func auditVerify(args []string) error {
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
-	key, err := f.verifierKey()
+	keys, err := f.verifierKeys()
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
+	if len(keys) == 0 && !*noKey {
+		return &exitError{code: 2, err: fmt.Errorf("no verifier key at %s: checkpoint signatures cannot be checked (pass --pubkey, or --no-pubkey to check only the chain and trees)", f.key)}
+	}
 	var opts []audit.VerifyOption
-	if key != "" {
-		opts = append(opts, audit.WithVerifierKey(key))
+	for _, k := range keys {
+		opts = append(opts, audit.WithVerifierKey(k))
 	}
 	if *trusted != "" {
 		note, err := os.ReadFile(*trusted)
@@ -155,8 +160,8 @@ func auditVerify(args []string) error {
 			return &exitError{code: 2, err: fmt.Errorf("saving checkpoint: %w", err)}
 		}
 	}
-	if key == "" {
-		fmt.Fprintf(os.Stderr, "wirken: warning: no verifier key (%s): checkpoint signatures were not checked\n", f.key)
+	if len(keys) == 0 {
+		fmt.Fprintln(os.Stderr, "wirken: warning: --no-pubkey: checkpoint signatures were not checked")
 	}
 	if sum.Unsealed > 0 {
 		fmt.Fprintf(os.Stderr, "wirken: warning: %d record(s) after the last checkpoint are not yet sealed by a signature\n", sum.Unsealed)
@@ -237,7 +242,7 @@ func auditProve(args []string) error {
 	fs := newFlags("audit prove")
 	files := auditFlags(fs)
 	seq := fs.Int64("seq", -1, "the record's `seq`")
-	check := fs.String("check", "", "check a proof `file` printed earlier instead of making one")
+	checkFile := fs.String("check", "", "check a proof `file` printed earlier instead of making one")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -245,26 +250,37 @@ func auditProve(args []string) error {
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
-	key, err := f.verifierKey()
+	keys, err := f.verifierKeys()
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
-	if key == "" {
+	if len(keys) == 0 {
 		return &exitError{code: 2, err: fmt.Errorf("no verifier key at %s: proofs are checked against it", f.key)}
 	}
-	if *check != "" {
-		text, err := os.ReadFile(*check)
+	check := func(p audit.Proof) error {
+		var errs []error
+		for _, k := range keys {
+			err := audit.CheckProof(p, k)
+			if err == nil {
+				return nil
+			}
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
+	}
+	if *checkFile != "" {
+		text, err := os.ReadFile(*checkFile)
 		if err != nil {
 			return &exitError{code: 2, err: err}
 		}
 		var p audit.Proof
 		if err := p.UnmarshalText(text); err != nil {
-			return &exitError{code: 1, err: fmt.Errorf("%s: %w", *check, err)}
+			return &exitError{code: 1, err: fmt.Errorf("%s: %w", *checkFile, err)}
 		}
-		if err := audit.CheckProof(p, key); err != nil {
-			return &exitError{code: 1, err: fmt.Errorf("%s: proof does not hold: %w", *check, err)}
+		if err := check(p); err != nil {
+			return &exitError{code: 1, err: fmt.Errorf("%s: proof does not hold: %w", *checkFile, err)}
 		}
-		fmt.Printf("%s: ok: record %d is in the signed log\n", *check, p.Seq)
+		fmt.Printf("%s: ok: record %d is in the signed log\n", *checkFile, p.Seq)
 		return nil
 	}
 	if *seq < 0 {
@@ -278,7 +294,7 @@ func auditProve(args []string) error {
 	if err != nil {
 		return &exitError{code: 1, err: err}
 	}
-	if err := audit.CheckProof(p, key); err != nil {
+	if err := check(p); err != nil {
 		return &exitError{code: 1, err: fmt.Errorf("the log's own proof does not hold: %w", err)}
 	}
 	text, err := p.MarshalText()

@@ -82,9 +82,12 @@ func vaultInit(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *ifMissing && exists(cfg.Vault.File) {
-		fmt.Printf("vault %s exists; keeping it\n", cfg.Vault.File)
-		return nil
+	if exists(cfg.Vault.File) {
+		if *ifMissing {
+			fmt.Printf("vault %s exists; keeping it\n", cfg.Vault.File)
+			return nil
+		}
+		return fmt.Errorf("vault %s already exists", cfg.Vault.File)
 	}
 	if err := os.MkdirAll(filepath.Dir(cfg.Vault.File), 0o711); err != nil {
 		return fmt.Errorf("creating vault dir: %w", err)
