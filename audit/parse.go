@@ -59,7 +59,7 @@ func ParseRecord(line []byte) (LogRecord, error) {
 			Decision: l.Decision, Reason: l.Reason, Status: l.Status, Bytes: l.Bytes,
 			PID: l.PID, UID: l.UID, TraceID: l.TraceID, SpanID: l.SpanID,
 			Policy: l.Policy, Generation: l.Generation, Detail: l.Detail,
-			Model: l.Model, TokensIn: l.TokensIn, TokensOut: l.TokensOut,
+			Model: l.Model, TokensIn: l.TokensIn, TokensOut: l.TokensOut, CredVer: l.CredVer,
 		},
 	}, nil
 }

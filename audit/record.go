@@ -70,6 +70,7 @@ type Record struct {
 	Model      string // LLM model the response named
 	TokensIn   int64  // LLM input tokens the response reported
 	TokensOut  int64  // LLM output tokens the response reported
+	CredVer    int    // vault version of the credential's secret
 }
 
 // Entry identifies a durable record: its seq and its RFC 6962 leaf hash.
@@ -118,6 +119,7 @@ type line struct {
 	Model      string `json:"model,omitempty"`
 	TokensIn   int64  `json:"tokens_in,omitempty"`
 	TokensOut  int64  `json:"tokens_out,omitempty"`
+	CredVer    int    `json:"cred_ver,omitempty"`
 }
 
 var (
@@ -187,6 +189,7 @@ func encodeRecord(r Record, seq uint64, prev tlog.Hash, ts time.Time) ([]byte, e
 		Model:      utf8Clean(r.Model),
 		TokensIn:   r.TokensIn,
 		TokensOut:  r.TokensOut,
+		CredVer:    r.CredVer,
 	}
 	if seq > 0 {
 		l.Prev = encodeHash(prev)

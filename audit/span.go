@@ -40,6 +40,8 @@ type SpanStart struct {
 	Agent      string
 	Rule       string
 	Credential string
+	// CredentialVersion is the vault version of the credential's secret (0 if none).
+	CredentialVersion int
 }
 
 // StartSpan starts one CLIENT span for an upstream request, named after the
@@ -75,6 +77,9 @@ func StartSpan(ctx context.Context, t trace.Tracer, s SpanStart) (context.Contex
 	attrs = appendIfSet(attrs, attrAgent, s.Agent)
 	attrs = appendIfSet(attrs, attrRule, s.Rule)
 	attrs = appendIfSet(attrs, attrCredential, s.Credential)
+	if s.CredentialVersion > 0 {
+		attrs = append(attrs, attribute.Int("wirken.credential.version", s.CredentialVersion))
+	}
 	return t.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 }
 

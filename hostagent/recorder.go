@@ -35,7 +35,7 @@ func (r *recorder) append(rec audit.Record) (audit.Entry, error) {
 
 func (r *recorder) record(e mitm.Event) audit.Record {
 	rec := audit.Record{
-		Type: e.Kind, Agent: e.Agent, Rule: e.Rule, Credential: e.Credential,
+		Type: e.Kind, Agent: e.Agent, Rule: e.Rule, Credential: e.Credential, CredVer: e.CredVer,
 		Method: e.Method, Host: e.Host, Port: e.Port, Path: e.Path,
 		Reason: e.Reason, PID: e.PID, UID: e.UID,
 	}
@@ -109,6 +109,6 @@ func (r *recorder) Begin(ctx context.Context, e mitm.Event) (context.Context, fu
 func (r *recorder) spanStart(e mitm.Event) audit.SpanStart {
 	return audit.SpanStart{
 		Method: e.Method, URL: e.URL, Host: e.Host, Port: int(e.Port),
-		Agent: e.Agent, Rule: e.Rule, Credential: e.Credential,
+		Agent: e.Agent, Rule: e.Rule, Credential: e.Credential, CredentialVersion: e.CredVer,
 	}
 }

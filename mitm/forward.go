@@ -81,15 +81,8 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 		ev.Kind, ev.Credential = "credential.use", g.Credential.Name
 	}
 
-	// The record is durable before anything goes upstream.
-	spanCtx, finish, err := p.cfg.Recorder.Begin(req.Context(), ev)
-	if err != nil {
-		p.log.Error("audit log unavailable; refusing request", "agent", o.Agent, "host", host, "err", err)
-		return errorResponse(req, http.StatusServiceUnavailable, g.Rule, "audit log unavailable")
-	}
-
 	// A clone: the injected header must live only in the request that goes upstream.
-	out := req.Clone(spanCtx)
+	out := req.Clone(req.Context())
 	out.RequestURI = ""
 	out.Host = host // the checked name, not the agent's spelling of it
 	if port != "" {
@@ -101,16 +94,27 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 		// only be placeholders or an attempt to smuggle something out: drop them.
 		out.Header.Del("Authorization")
 		out.Header.Del("Proxy-Authorization")
-		err := p.cfg.Secrets.WithSecret(c.Secret, host, func(secret []byte) error {
+		err := p.cfg.Secrets.WithSecretVersion(c.Secret, host, func(secret []byte, version int) error {
 			out.Header.Set(c.Header, c.Render(secret))
+			ev.CredVer = version
 			return nil
 		})
 		if err != nil {
-			finish(Result{Status: http.StatusServiceUnavailable, Err: err})
 			p.log.Error("credential unavailable", "agent", o.Agent, "credential", c.Name, "err", err)
+			ev.Kind = "request.deny"
+			ev.Reason = "credential unavailable: " + err.Error()
+			p.cfg.Recorder.Deny(req.Context(), ev)
 			return errorResponse(req, http.StatusServiceUnavailable, g.Rule, "credential unavailable")
 		}
 	}
+
+	// The record is durable before anything goes upstream.
+	spanCtx, finish, err := p.cfg.Recorder.Begin(req.Context(), ev)
+	if err != nil {
+		p.log.Error("audit log unavailable; refusing request", "agent", o.Agent, "host", host, "err", err)
+		return errorResponse(req, http.StatusServiceUnavailable, g.Rule, "audit log unavailable")
+	}
+	out = out.WithContext(spanCtx)
 
 	cred := ""
 	if g.Credential != nil {

@@ -41,10 +41,10 @@ type Policy interface {
 	Authorize(r policy.Request) policy.Grant
 }
 
-// Secrets opens a credential's secret just for the duration of fn. fn must not retain the slice.
-// It refuses when host is outside the secret's binding.
+// Secrets opens a credential's secret, and says which version it is, just for the duration of
+// fn. fn must not retain the slice. It refuses when host is outside the secret's binding.
 type Secrets interface {
-	WithSecret(name, host string, fn func(secret []byte) error) error
+	WithSecretVersion(name, host string, fn func(secret []byte, version int) error) error
 }
 
 // Event describes one decision for the audit trail. It never holds a secret value.
@@ -60,6 +60,7 @@ type Event struct {
 	URL        string // redacted: no query string
 	Rule       string
 	Credential string
+	CredVer    int // vault version of the credential's secret that was injected
 	Reason     string
 }
 

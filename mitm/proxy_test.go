@@ -72,11 +72,11 @@ func (f *fakePolicy) Authorize(r policy.Request) policy.Grant {
 
 type fakeSecrets struct{ value string }
 
-func (f *fakeSecrets) WithSecret(name, host string, fn func([]byte) error) error {
+func (f *fakeSecrets) WithSecretVersion(name, host string, fn func([]byte, int) error) error {
 	if name != "api-key" || host != "api.example.test" {
 		return fmt.Errorf("secret %s not bound to %s", name, host)
 	}
-	return fn([]byte(f.value))
+	return fn([]byte(f.value), 7)
 }
 
 type fakeRecorder struct {
@@ -316,6 +316,13 @@ func TestProxy(t *testing.T) {
 	})
 
 	t.Run("every decision is recorded", func(t *testing.T) {
+		h.rec.mu.Lock()
+		for _, e := range h.rec.events {
+			if e.Kind == "credential.use" && e.CredVer != 7 {
+				t.Errorf("credential.use event has version %d; want the vault's 7", e.CredVer)
+			}
+		}
+		h.rec.mu.Unlock()
 		got := strings.Join(h.rec.kinds(), ",")
 		for _, k := range []string{"credential.use", "request.deny", "conn.deny"} {
 			if !strings.Contains(got, k) {

@@ -34,7 +34,7 @@ func (r *revealed) destroy() { r.once.Do(r.release) }
 // Reveal decrypts the current version of name for host, like WithSecret,
 // into a Secret that lives until Destroy.
 func (v *Vault) Reveal(name, host string) (*Secret, error) {
-	buf, release, err := v.decrypt(name, host)
+	buf, _, release, err := v.decrypt(name, host)
 	if err != nil {
 		return nil, err
 	}

@@ -547,7 +547,7 @@ func (v *Vault) WithSecret(name, host string, fn func(secret []byte) error) erro
 	if fn == nil {
 		return fmt.Errorf("%w: nil function", ErrInvalid)
 	}
-	buf, release, err := v.decrypt(name, host)
+	buf, _, release, err := v.decrypt(name, host)
 	if err != nil {
 		return err
 	}
@@ -555,41 +555,55 @@ func (v *Vault) WithSecret(name, host string, fn func(secret []byte) error) erro
 	return fn(buf.Bytes())
 }
 
-// decrypt returns the current value of name in a LockedBuffer, and the
-// function that destroys it and gives back its locked pages.
-func (v *Vault) decrypt(name, host string) (*memguard.LockedBuffer, func(), error) {
+// WithSecretVersion is WithSecret that also tells fn which version of the secret it was given
+// (the one current in the snapshot the value came from).
+func (v *Vault) WithSecretVersion(name, host string, fn func(secret []byte, version int) error) error {
+	if fn == nil {
+		return fmt.Errorf("%w: nil function", ErrInvalid)
+	}
+	buf, version, release, err := v.decrypt(name, host)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return fn(buf.Bytes(), version)
+}
+
+// decrypt returns the current value of name in a LockedBuffer, its version, and
+// the function that destroys it and gives back its locked pages.
+func (v *Vault) decrypt(name, host string) (*memguard.LockedBuffer, int, func(), error) {
 	if !validName(name) {
-		return nil, nil, fmt.Errorf("%w: invalid secret name", ErrInvalid)
+		return nil, 0, nil, fmt.Errorf("%w: invalid secret name", ErrInvalid)
 	}
 	st := v.state.Load()
 	if st == nil {
-		return nil, nil, fmt.Errorf("secret %q: %w", name, ErrClosed)
+		return nil, 0, nil, fmt.Errorf("secret %q: %w", name, ErrClosed)
 	}
 	rec := st.dec.current[name]
 	if rec == nil {
-		return nil, nil, fmt.Errorf("secret %q: %w", name, ErrNotFound)
+		return nil, 0, nil, fmt.Errorf("secret %q: %w", name, ErrNotFound)
 	}
 	h, err := normalizeHost(host)
 	if err != nil {
-		return nil, nil, fmt.Errorf("secret %q toward host %q: %w", name, truncate(host, 80), err)
+		return nil, 0, nil, fmt.Errorf("secret %q toward host %q: %w", name, truncate(host, 80), err)
 	}
 	if !bindingAllows(rec.hosts, h) {
-		return nil, nil, fmt.Errorf("secret %q toward host %q: %w", name, h, ErrHostNotAllowed)
+		return nil, 0, nil, fmt.Errorf("secret %q toward host %q: %w", name, h, ErrHostNotAllowed)
 	}
 	valPages := pagesFor(len(rec.value) - gcmOverhead)
 	pages := 1 + valPages // term key + key view, term key + data key, data key + value
 	budget := lockedPages()
 	if err := budget.acquire(pages); err != nil {
-		return nil, nil, fmt.Errorf("secret %q: %w", name, err)
+		return nil, 0, nil, fmt.Errorf("secret %q: %w", name, err)
 	}
 	buf, err := st.keys.openValue(st.body.VaultID, rec)
 	if err != nil {
 		budget.release(pages)
-		return nil, nil, fmt.Errorf("secret %q version %d: %w", name, rec.version, err)
+		return nil, 0, nil, fmt.Errorf("secret %q version %d: %w", name, rec.version, err)
 	}
 	budget.release(pages - valPages)
 	var once sync.Once
-	return buf, func() {
+	return buf, rec.version, func() {
 		once.Do(func() {
 			buf.Destroy()
 			budget.release(valPages)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -544,5 +545,24 @@ func TestConcurrentWithSecret(t *testing.T) {
 	b.mu.Unlock()
 	if free != total {
 		t.Errorf("locked pages leaked: %d of %d free", free, total)
+	}
+}
+
+func TestWithSecretVersion(t *testing.T) {
+	v, _ := newVault(t)
+	ctx := context.Background()
+	for want := 1; want <= 2; want++ {
+		if _, err := v.Put(ctx, "k", []byte("value-"+strconv.Itoa(want)), Binding{}); err != nil {
+			t.Fatal(err)
+		}
+		err := v.WithSecretVersion("k", "api.example.test", func(b []byte, ver int) error {
+			if ver != want || string(b) != "value-"+strconv.Itoa(want) {
+				t.Fatalf("got %q version %d; want value-%d version %d", b, ver, want, want)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }

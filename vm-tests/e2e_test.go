@@ -427,7 +427,7 @@ func TestWalkingSkeleton(t *testing.T) {
 			}
 		}
 		recs := e.records("credential.use")
-		if len(recs) != 1 || recs[0]["agent"] != "demo" || recs[0]["credential"] != "api" || recs[0]["host"] != "api.example.test" {
+		if len(recs) != 1 || recs[0]["agent"] != "demo" || recs[0]["credential"] != "api" || recs[0]["host"] != "api.example.test" || recs[0]["cred_ver"] != float64(1) {
 			t.Fatalf("credential.use records = %v", recs)
 		}
 		res := e.records("credential.result")
@@ -593,7 +593,7 @@ func TestWalkingSkeleton(t *testing.T) {
 			return false
 		})
 		for k, want := range map[string]string{
-			"wirken.agent": "demo", "wirken.credential": "api", "wirken.rule": "demo-api",
+			"wirken.agent": "demo", "wirken.credential": "api", "wirken.rule": "demo-api", "wirken.credential.version": "1",
 			"http.request.method": "GET", "server.address": "api.example.test",
 			"url.full": "https://api.example.test/echo", "http.response.status_code": "200",
 			"gen_ai.response.model": "echo-1", "gen_ai.usage.input_tokens": "3", "gen_ai.usage.output_tokens": "5",
