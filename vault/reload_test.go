@@ -121,10 +121,13 @@ func TestInFlightReadKeepsItsVersion(t *testing.T) {
 	}
 }
 
-// readLoop runs readers of "cred" until stop is closed. Every read must
-// succeed and see a value in allowed; a read that starts after
-// switched is set must see want. It returns the number of reads.
-func readLoop(t *testing.T, v *Vault, readers int, allowed map[string]bool, want *atomic.Pointer[string], stop chan struct{}) func() int64 {
+// readLoop runs readers of "cred" until stop is closed. values lists every
+// value stored, in the order they go live. Every read must succeed and see
+// one of them; a read that starts after want is set must see want or a value
+// that went live after it, never an older one. (The writer sets want only
+// after the reload that installed it, so by the time a read runs the next
+// value may already be live.) It returns the number of reads.
+func readLoop(t *testing.T, v *Vault, readers int, values []string, want *atomic.Pointer[string], stop chan struct{}) func() int64 {
 	var wg sync.WaitGroup
 	var reads atomic.Int64
 	errs := make(chan error, readers)
@@ -143,10 +146,10 @@ func readLoop(t *testing.T, v *Vault, readers int, allowed map[string]bool, want
 				case err != nil:
 					errs <- fmt.Errorf("read failed: %w", err)
 					return
-				case !allowed[got]:
+				case !slices.Contains(values, got):
 					errs <- fmt.Errorf("read %q, which was never stored", got)
 					return
-				case must != nil && got != *must:
+				case must != nil && slices.Index(values, got) < slices.Index(values, *must):
 					errs <- fmt.Errorf("read %q after the change to %q was live", got, *must)
 					return
 				}
@@ -169,15 +172,15 @@ func readLoop(t *testing.T, v *Vault, readers int, allowed map[string]bool, want
 func TestRotateWhileReading(t *testing.T) {
 	daemon, cli, _ := daemonAndCLI(t)
 	const rounds = 6
-	allowed := map[string]bool{}
+	var values []string
 	for i := range rounds + 1 {
-		allowed[fmt.Sprint("value-", i)] = true
+		values = append(values, fmt.Sprint("value-", i))
 	}
 	mustPut(t, cli, "cred", "value-0", "api.example.com")
 	daemon.Reload(context.Background())
 	var want atomic.Pointer[string]
 	stop := make(chan struct{})
-	wait := readLoop(t, daemon, 4, allowed, &want, stop)
+	wait := readLoop(t, daemon, 4, values, &want, stop)
 	for i := 1; i <= rounds; i++ {
 		val := fmt.Sprint("value-", i)
 		mustPut(t, cli, "cred", val, "api.example.com")
@@ -249,7 +252,7 @@ func TestWatch(t *testing.T) {
 	}
 	var want atomic.Pointer[string]
 	stop := make(chan struct{})
-	wait := readLoop(t, daemon, 2, map[string]bool{"c1": true, "c2": true}, &want, stop)
+	wait := readLoop(t, daemon, 2, []string{"c1", "c2"}, &want, stop)
 	mustPut(t, cli, "cred", "c2", "api.example.com")
 	if r := next(); r.err != nil || r.gen != cli.Generation() {
 		t.Fatalf("report %+v, want generation %d", r, cli.Generation())
