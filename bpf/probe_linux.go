@@ -50,7 +50,11 @@ func Probe(opts ProbeOptions) ProbeReport {
 		r.BPFFS = ProbeResult{Name: "bpffs mount", Detail: "mounting a private bpffs instance", Err: err}
 	} else {
 		defer unmount()
-		r.BPFFS = ProbeResult{Name: "bpffs mount", Detail: "a private bpffs instance mounted and a link pinned in it"}
+		r.BPFFS = ProbeResult{Name: "bpffs mount", Detail: "a private bpffs instance mounted, a map and a link pinned in it"}
+		if err := pinMap(filepath.Join(pinDir, "probe_map")); err != nil {
+			r.BPFFS.Err = err
+			pinDir = ""
+		}
 	}
 	r.Features = probeFeatures()
 
@@ -81,9 +85,25 @@ func Probe(opts ProbeOptions) ProbeReport {
 		r.Hooks = append(r.Hooks, res)
 	}
 	if r.BPFFS.Err == nil && !pinned {
-		r.BPFFS.Err = errors.New("no hook could be attached, so pinning a link was not tried")
+		r.BPFFS.Detail = "a private bpffs instance mounted and a map pinned in it (no hook attached, so no link was pinned)"
 	}
 	return r
+}
+
+// pinMap creates a one-entry map, pins it at path and unpins it.
+func pinMap(path string) error {
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		return fmt.Errorf("creating a map to pin: %w", err)
+	}
+	defer m.Close()
+	if err := m.Pin(path); err != nil {
+		return fmt.Errorf("pinning a map: %w", err)
+	}
+	if err := m.Unpin(); err != nil {
+		return fmt.Errorf("unpinning a map: %w", err)
+	}
+	return nil
 }
 
 // probeHook loads a program that allows everything, attaches it to cgroup
@@ -165,7 +185,7 @@ func probeFeatures() []ProbeResult {
 		if err != nil {
 			err = classify(err)
 		}
-		out = append(out, ProbeResult{Name: "helper " + h.c, Detail: "callable from " + h.pt.String() + " programs", Err: err})
+		out = append(out, ProbeResult{Name: "helper " + h.c + " (" + h.pt.String() + ")", Detail: "callable from " + h.pt.String() + " programs", Err: err})
 	}
 	out = append(out, probeSteerObjects())
 	return out

@@ -49,8 +49,8 @@ func TestProbeAllHooks(t *testing.T) {
 	parent := probeParent(t)
 	before := leftovers(t, parent)
 	r := Probe(ProbeOptions{CgroupParent: parent})
-	if r.BPFFS.Err != nil {
-		t.Errorf("bpffs: %v", r.BPFFS.Err)
+	if r.BPFFS.Err != nil || !strings.Contains(r.BPFFS.Detail, "a map and a link pinned") {
+		t.Errorf("bpffs: %v (%s)", r.BPFFS.Err, r.BPFFS.Detail)
 	}
 	if len(r.Hooks) != len(Hooks()) || len(r.Hooks) != len(hookTypes) {
 		t.Fatalf("%d hook results for %d hooks (%d types)", len(r.Hooks), len(Hooks()), len(hookTypes))

@@ -46,6 +46,7 @@ func init() {
 		"status":  {"ask the running daemon for its status", cmdStatus},
 		"reload":  {"ask the running daemon to reload its policy", cmdReload},
 		"version": {"print the version", cmdVersion},
+		"doctor":  {"check this host can run wirken: " + doctorUsage, cmdDoctor},
 	}
 }
 
