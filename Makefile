@@ -8,8 +8,10 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 # Debian packages the tests and `make generate` need.
 DEB_PKGS := clang-14 llvm-14 libbpf-dev curl iproute2 ca-certificates swtpm softhsm2 gcc
+# The qemu runner of make test-vm (cpio checks its initramfs writer).
+DEB_PKGS += qemu-system-x86 cpio
 
-.PHONY: all build build-pkcs11 generate check-generate run test test-pkcs11 test-jaeger unit deps lint clean
+.PHONY: all build build-pkcs11 generate check-generate run test test-pkcs11 test-jaeger test-vm unit deps lint clean
 
 all: build
 
@@ -57,9 +59,16 @@ unit:
 
 ## test: install what the tests need, then run everything: lint, generated-code freshness, unit,
 ## privileged and end-to-end tests (as root; with CI=true a privileged test that would skip fails),
-## and the PKCS#11 seal against SoftHSM2
+## the PKCS#11 seal against SoftHSM2, and the privileged tests again inside qemu on kernel 6.1
 test: deps lint check-generate test-pkcs11
 	$(GO) test -count=1 -timeout 30m ./...
+	$(MAKE) test-vm
+
+## test-vm: `wirken doctor` and the privileged bpf tests inside qemu, booted with Debian bookworm's
+## 6.1 cloud kernel (fetched with apt-get download into vm-tests/.cache); KVM if /dev/kvm works,
+## else software emulation. Budget 10 minutes; about 40 s here with a warm build cache.
+test-vm: deps
+	$(GO) run ./vm-tests/qemu -timeout 10m
 
 ## test-pkcs11: the PKCS#11 seal (cgo, build tag pkcs11) against Debian's SoftHSM2
 test-pkcs11: deps
