@@ -77,7 +77,7 @@ func parseTests(s string) ([]testSpec, error) {
 func run() error {
 	kernelPkg := flag.String("kernel-package", "linux-image-cloud-amd64", "Debian kernel package (a meta package is resolved with apt-cache to the image it depends on)")
 	cache := flag.String("cache", "vm-tests/.cache/qemu", "directory for the kernel package and the build (git-ignored)")
-	tests := flag.String("tests", "./bpf,./cmd/wirken:^TestCLIDoctor", "comma-separated test packages to run in the VM, each optionally :pattern for -test.run")
+	tests := flag.String("tests", "./bpf,./audit:^TestDiskFull,./cmd/wirken:^TestCLIDoctor", "comma-separated test packages to run in the VM, each optionally :pattern for -test.run")
 	modules := flag.String("modules", "veth,dummy", "comma-separated kernel modules (with their dependencies) to load in the VM")
 	timeout := flag.Duration("timeout", 10*time.Minute, "budget for building, booting and running everything")
 	mem := flag.String("mem", "2G", "VM memory")

@@ -10,8 +10,10 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,7 +87,8 @@ func run() []string {
 		start := time.Now()
 		cmd := exec.Command(s.Argv[0], s.Argv[1:]...)
 		cmd.Dir = s.Dir
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
+		watch := &noTestsWatch{w: os.Stdout}
+		cmd.Stdout, cmd.Stderr = watch, watch
 		cmd.Env = []string{"CI=true", "PATH=/bin", "HOME=/root", "TMPDIR=/tmp", "USER=root"}
 		err := cmd.Run()
 		code := 0
@@ -98,6 +101,10 @@ func run() []string {
 			}
 		}
 		verdict := "PASS"
+		if code == 0 && watch.seen {
+			fmt.Println("vminit: the step ran no tests (does its -test.run pattern match?)")
+			code = -2
+		}
 		if code != 0 {
 			verdict = "FAIL"
 			failed = append(failed, s.Name)
@@ -187,4 +194,26 @@ func readString(path string) string {
 		return ""
 	}
 	return string(b)
+}
+
+// noTestsWatch passes output through and notes whether a test binary said it
+// ran no tests: a step that tests nothing must not pass.
+type noTestsWatch struct {
+	w    io.Writer
+	tail []byte
+	seen bool
+}
+
+const noTests = "testing: warning: no tests to run"
+
+func (n *noTestsWatch) Write(p []byte) (int, error) {
+	buf := append(n.tail, p...)
+	if bytes.Contains(buf, []byte(noTests)) {
+		n.seen = true
+	}
+	if len(buf) > len(noTests) {
+		buf = buf[len(buf)-len(noTests):]
+	}
+	n.tail = append(n.tail[:0], buf...)
+	return n.w.Write(p)
 }
