@@ -106,7 +106,11 @@ func Diagnose(f DoctorFacts) Diagnosis {
 			r = f.Probe.Hooks[i]
 		}
 		r.Name = "hook " + h.Name
-		add(probeCheck(r, h.Required, h.Role, h.Lost))
+		c := probeCheck(r, h.Required, h.Role, h.Lost)
+		if c.Status == StatusMissing {
+			c.Detail += " (the hook exists since kernel " + h.MinKernel + ")"
+		}
+		add(c)
 	}
 
 	d.OK = true

@@ -95,7 +95,7 @@ func TestDiagnose(t *testing.T) {
 				return f
 			},
 			failed: []string{"bpffs mount"}},
-		{name: "required hook missing", ok: false, row: "hook sendmsg4", status: StatusMissing, detail: "not supported by this kernel",
+		{name: "required hook missing", ok: false, row: "hook sendmsg4", status: StatusMissing, detail: "not supported by this kernel: attaching: invalid argument (the hook exists since kernel 4.18)",
 			facts:  func() DoctorFacts { return withHook(healthyFacts(), "sendmsg4", missing) },
 			failed: []string{"hook sendmsg4"}},
 		{name: "required hook failed", ok: false, row: "hook sock_ops", status: StatusFailed, detail: "operation not permitted",

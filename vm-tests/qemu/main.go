@@ -99,7 +99,10 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("test-vm: kernel package %s (%s)\n", filepath.Base(kdir), release)
+	var u unix.Utsname
+	if err := unix.Uname(&u); err == nil {
+		fmt.Printf("test-vm: host kernel %s; VM kernel package %s (%s)\n", unix.ByteSliceToString(u.Release[:]), filepath.Base(kdir), release)
+	}
 
 	build := filepath.Join(cacheDir, "build")
 	if err := os.RemoveAll(build); err != nil {
@@ -156,7 +159,16 @@ func splitList(s string) []string {
 func fetchKernel(ctx context.Context, cache, pkg string) (string, string, error) {
 	concrete, err := resolvePackage(ctx, pkg)
 	if err != nil {
-		return "", "", err
+		// A fresh host may have no package lists yet: fetch them once.
+		fmt.Printf("test-vm: %v; running apt-get update\n", err)
+		upd := exec.CommandContext(ctx, "apt-get", "update", "-q")
+		upd.Stdout, upd.Stderr = os.Stdout, os.Stderr
+		if uerr := upd.Run(); uerr != nil {
+			return "", "", fmt.Errorf("%w (and apt-get update failed: %v)", err, uerr)
+		}
+		if concrete, err = resolvePackage(ctx, pkg); err != nil {
+			return "", "", err
+		}
 	}
 	kernels := filepath.Join(cache, "kernels")
 	dir := filepath.Join(kernels, concrete)
