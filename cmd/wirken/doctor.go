@@ -9,7 +9,7 @@ import (
 	"github.com/wirken/wirken/hostagent"
 )
 
-const doctorUsage = "doctor [--json] [--cgroup DIR]"
+const doctorUsage = "doctor [--json] [--cgroup DIR] [--bpffs-dir DIR]"
 
 // cmdDoctor checks that this host can run wirken: kernel, BTF, cgroup2,
 // bpffs, and a real load+attach of every hook in a scratch cgroup. It exits 1
@@ -18,6 +18,7 @@ func cmdDoctor(args []string) error {
 	fs := newFlags("doctor")
 	asJSON := fs.Bool("json", false, "print the checks as JSON")
 	cgroup := fs.String("cgroup", "", "cgroup2 directory to make the scratch cgroup in (default: the cgroup2 mount point)")
+	bpffsDir := fs.String("bpffs-dir", "", "empty directory to mount a private bpffs in for the pin test (default: a new temporary directory)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -27,7 +28,7 @@ func cmdDoctor(args []string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("doctor: run me as root: the probes load and attach eBPF programs")
 	}
-	d := hostagent.Doctor(hostagent.DoctorOptions{CgroupParent: *cgroup})
+	d := hostagent.Doctor(hostagent.DoctorOptions{CgroupParent: *cgroup, BPFFSDir: *bpffsDir})
 	var err error
 	if *asJSON {
 		err = d.WriteJSON(os.Stdout)

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -72,5 +73,30 @@ func TestCLIDoctorFails(t *testing.T) {
 	}
 	if !strings.Contains(out, "not on a cgroup2 file system") || !strings.Contains(out, "verdict: FAILED") {
 		t.Errorf("table:\n%s", out)
+	}
+}
+
+// A bpffs that cannot be mounted (here: the mount point is a regular file)
+// fails the doctor and says so; the hooks are still probed and pass.
+func TestCLIDoctorBPFFSUnmountable(t *testing.T) {
+	requireRootCLI(t)
+	file := filepath.Join(t.TempDir(), "not-a-dir")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := cli(t, "", "doctor", "--bpffs-dir", file)
+	if code != 1 {
+		t.Fatalf("doctor exit %d, want 1\n%s\n%s", code, out, errOut)
+	}
+	if !strings.Contains(errOut, "required checks not ok: bpffs mount\n") {
+		t.Errorf("stderr: %q", errOut)
+	}
+	if !strings.Contains(out, "mounting bpffs at "+file) {
+		t.Errorf("table does not say why:\n%s", out)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) >= 3 && f[0] == "hook" && f[2] != "ok" {
+			t.Errorf("hook row not ok: %q", l)
+		}
 	}
 }
