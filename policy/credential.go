@@ -355,3 +355,22 @@ func (c *checker) pathList(t map[string]any, path string) []string {
 		return s, cleanPath(s)
 	}, "invalid path prefix %s (want an absolute path without //, . or .. segments, %%2e, %%2f, %%5c, ? or #)")
 }
+
+// envConflicts reports two credentials that would set the same environment variable for one
+// agent.
+func (c *checker) envConflicts(raw *rawPolicy) {
+	type key struct{ agent, env string }
+	first := make(map[key]*rawRule)
+	for _, r := range raw.rules {
+		cr := raw.creds[r.cred]
+		if cr == nil || cr.Env == "" || r.agent == "" {
+			continue
+		}
+		k := key{r.agent, cr.Env}
+		if f, ok := first[k]; !ok {
+			first[k] = r
+		} else if f.cred != r.cred {
+			c.errf(childPath(r.path, "credential"), "credential %s sets %s for agent %s, as credential %s of rule %s already does", quoteValue(r.cred), cr.Env, quoteValue(r.agent), quoteValue(f.cred), quoteValue(f.name))
+		}
+	}
+}

@@ -187,6 +187,7 @@ func (c *checker) document(doc map[string]any) *rawPolicy {
 	raw.rules = c.rules(doc)
 	c.references(raw, credHostsOK)
 	c.shadowed(raw)
+	c.envConflicts(raw)
 	return raw
 }
 

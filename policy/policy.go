@@ -3,6 +3,7 @@ package policy
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -79,6 +80,8 @@ type Policy struct {
 	index  map[string]*agentIndex
 	// placeholders maps each placeholder the policy generated to its credential.
 	placeholders map[string]*Credential
+	// env maps each agent to the placeholder variables `wirken exec` sets for it.
+	env map[string]map[string]string
 }
 
 type rule struct {
@@ -137,6 +140,7 @@ func compile(raw *rawPolicy, src []byte) *Policy {
 		index:  make(map[string]*agentIndex, len(raw.agents)),
 
 		placeholders: make(map[string]*Credential),
+		env:          make(map[string]map[string]string),
 	}
 	for _, c := range raw.creds {
 		p.creds = append(p.creds, *c)
@@ -166,6 +170,12 @@ func compile(raw *rawPolicy, src []byte) *Policy {
 			}
 		}
 		perAgent[rr.agent] = append(perAgent[rr.agent], r)
+		if r.cred != nil && r.cred.Env != "" {
+			if p.env[rr.agent] == nil {
+				p.env[rr.agent] = make(map[string]string)
+			}
+			p.env[rr.agent][r.cred.Env] = r.cred.Placeholder
+		}
 	}
 	for name, a := range raw.agents {
 		p.agents = append(p.agents, a)
@@ -197,6 +207,10 @@ func compile(raw *rawPolicy, src []byte) *Policy {
 // PlaceholderCredential returns the credential whose placeholder (or placeholder access key
 // id) is s, or nil.
 func (p *Policy) PlaceholderCredential(s string) *Credential { return p.placeholders[s] }
+
+// AgentEnv returns the environment variables `wirken exec` sets for agent: for each
+// credential its rules inject that names an env, that variable set to the placeholder.
+func (p *Policy) AgentEnv(agent string) map[string]string { return maps.Clone(p.env[agent]) }
 
 // Digest returns the SHA-256 of the policy source, in hex, for the audit log.
 func (p *Policy) Digest() string { return p.digest }

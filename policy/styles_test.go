@@ -125,6 +125,9 @@ func TestStylesParse(t *testing.T) {
 	if again.PlaceholderCredential(byName["swap"].Placeholder).Name != "swap" || p.PlaceholderCredential(byName["aws"].Placeholder).Name != "aws" {
 		t.Error("placeholder lookup failed")
 	}
+	if env := p.AgentEnv("bot"); len(env) != 2 || env["SWAP_API_KEY"] != byName["swap"].Placeholder || env["AWS_ACCESS_KEY_ID"] != byName["aws"].Placeholder {
+		t.Errorf("AgentEnv = %v", env)
+	}
 	if byName["swap"].Placeholder == byName["aws"].Placeholder || p.PlaceholderCredential("wkn_ph_nope") != nil {
 		t.Error("placeholders not distinct")
 	}
@@ -321,6 +324,14 @@ func TestStyleErrors(t *testing.T) {
 				`policy.toml:11:1: rules[0].max_body: 0 out of range 1..1099511627776`,
 				`policy.toml:12:1: rules[0].daily_tokens: expected integer, found string`,
 			},
+		},
+		{
+			name: "two credentials set one variable",
+			src: head + lines("[credentials.a]", `style = "placeholder"`, `secret = "s"`, `hosts = ["a.test"]`, `env = "KEY"`,
+				"[credentials.b]", `style = "placeholder"`, `secret = "s"`, `hosts = ["b.test"]`, `env = "KEY"`,
+				"[[rules]]", `name = "ra"`, `agent = "bot"`, `hosts = ["a.test"]`, `credential = "a"`,
+				"[[rules]]", `name = "rb"`, `agent = "bot"`, `hosts = ["b.test"]`, `credential = "b"`),
+			want: []string{`policy.toml:22:1: rules[1].credential: credential "b" sets KEY for agent "bot", as credential "a" of rule "ra" already does`},
 		},
 		{
 			name: "misspelled condition",
