@@ -58,9 +58,11 @@ func (c *Conditions) Open(t time.Time) bool {
 	return mins >= c.From || mins < c.To
 }
 
-// day is the calendar day of t in the conditions' time zone, for the token budget.
-func (c *Conditions) day(t time.Time) string {
-	return t.In(c.Location).Format(time.DateOnly)
+// day is the calendar day of t in the conditions' time zone, for the token budget, as
+// yyyymmdd.
+func (c *Conditions) day(t time.Time) int {
+	y, m, d := t.In(c.Location).Date()
+	return y*10000 + int(m)*100 + d
 }
 
 // Describe says in words what the conditions are, for `policy explain`.

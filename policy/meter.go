@@ -42,7 +42,7 @@ type limiter struct {
 }
 
 type dayCount struct {
-	day    string
+	day    int // yyyymmdd
 	tokens int64
 }
 
@@ -151,7 +151,8 @@ func (m *Meter) State() []byte {
 	m.mu.Lock()
 	st := meterState{Version: 1, Tokens: []tokenState{}}
 	for k, u := range m.tokens {
-		st.Tokens = append(st.Tokens, tokenState{Agent: k.agent, Rule: k.rule, Day: u.day, Tokens: u.tokens})
+		day := fmt.Sprintf("%04d-%02d-%02d", u.day/10000, u.day/100%100, u.day%100)
+		st.Tokens = append(st.Tokens, tokenState{Agent: k.agent, Rule: k.rule, Day: day, Tokens: u.tokens})
 	}
 	m.mu.Unlock()
 	slices.SortFunc(st.Tokens, func(a, b tokenState) int {
@@ -173,10 +174,11 @@ func (m *Meter) Restore(data []byte) error {
 	}
 	tokens := make(map[meterKey]dayCount, len(st.Tokens))
 	for i, t := range st.Tokens {
-		if _, err := time.Parse(time.DateOnly, t.Day); err != nil || t.Tokens < 0 || t.Agent == "" || t.Rule == "" {
+		d, err := time.Parse(time.DateOnly, t.Day)
+		if err != nil || t.Tokens < 0 || t.Agent == "" || t.Rule == "" {
 			return fmt.Errorf("decoding meter state: entry %d is invalid", i)
 		}
-		tokens[meterKey{t.Agent, t.Rule}] = dayCount{day: t.Day, tokens: t.Tokens}
+		tokens[meterKey{t.Agent, t.Rule}] = dayCount{day: d.Year()*10000 + int(d.Month())*100 + d.Day(), tokens: t.Tokens}
 	}
 	m.mu.Lock()
 	m.tokens = tokens

@@ -41,6 +41,11 @@ func Parse(filename string, data []byte) (*Policy, error) {
 	if len(data) > maxSize {
 		return nil, Errors{{File: filename, Line: 1, Col: 1, Msg: fmt.Sprintf("policy is larger than %d bytes", maxSize)}}
 	}
+	return parse(filename, data)
+}
+
+// parse is Parse without the size limit.
+func parse(filename string, data []byte) (*Policy, error) {
 	src := string(data)
 	doc, err := decodeTOML(src)
 	if err != nil {

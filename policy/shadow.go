@@ -9,12 +9,23 @@ func (c *checker) shadowed(raw *rawPolicy) {
 	valid := func(r *rawRule) bool {
 		return r.name != "" && r.agent != "" && len(r.hosts) > 0 && !slices.Contains(r.hostOK, false) && len(r.ports) > 0
 	}
+	type indexed struct {
+		i int
+		r *rawRule
+	}
+	byAgent := make(map[string][]indexed)
+	for i, r := range raw.rules {
+		if valid(r) {
+			byAgent[r.agent] = append(byAgent[r.agent], indexed{i, r})
+		}
+	}
 	for j, b := range raw.rules {
 		if !valid(b) {
 			continue
 		}
-		for i, a := range raw.rules {
-			if i == j || a.agent != b.agent || !valid(a) || !covers(a, b) {
+		for _, ai := range byAgent[b.agent] {
+			i, a := ai.i, ai.r
+			if i == j || !covers(a, b) {
 				continue
 			}
 			switch {

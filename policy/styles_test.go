@@ -254,6 +254,12 @@ func TestNoAllocsAdmit(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { _ = m.Admit("bot", g) }); n != 0 {
 		t.Errorf("Admit allocates %v times", n)
 	}
+	// Nor with a budget that has been spent from.
+	llm := p.Authorize(Request{Agent: "bot", Method: "POST", Host: "api.openai.test", Port: 443, Path: "/v1/chat/completions"})
+	m.Spend("bot", llm, 10)
+	if n := testing.AllocsPerRun(100, func() { _ = m.Admit("bot", llm) }); n != 0 {
+		t.Errorf("Admit with a budget allocates %v times", n)
+	}
 }
 
 func TestStyleErrors(t *testing.T) {
