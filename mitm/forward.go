@@ -123,9 +123,10 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 		resp.Body = &upgradedBody{countingBody{ReadCloser: rw, done: done}, rw}
 		return resp
 	}
-	// LLM APIs are reached with a credential: only those responses are read for usage.
+	// LLM APIs are reached with a credential or under a token budget: only those responses are
+	// read for usage.
 	var usage *usageReader
-	if g.Credential != nil {
+	if g.Credential != nil || g.Conditions != nil && g.Conditions.DailyTokens > 0 {
 		usage = newUsageReader(resp)
 	}
 	done := func(n int64) {
