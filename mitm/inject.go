@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -149,6 +150,9 @@ func (p *Proxy) inject(out *http.Request, c *policy.Credential, secret []byte) e
 		out.Header.Del("Proxy-Authorization")
 		found := false
 		for k, vs := range out.Header {
+			if c.SwapHeaders != nil && !slices.Contains(c.SwapHeaders, k) {
+				continue
+			}
 			for i, v := range vs {
 				if strings.Contains(v, c.Placeholder) {
 					out.Header[k][i] = strings.ReplaceAll(v, c.Placeholder, string(secret))

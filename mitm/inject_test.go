@@ -153,6 +153,7 @@ style = "placeholder"
 secret = "swap"
 hosts = ["swap.test"]
 env = "SWAP_KEY"
+headers = ["authorization"]
 
 [credentials.aws]
 style = "sigv4"
@@ -381,9 +382,10 @@ func TestInjectStyles(t *testing.T) {
 	})
 	t.Run("placeholder swap in headers", func(t *testing.T) {
 		ph := h.placeholder(t, "swap")
-		code, _ := h.do(t, newReq(t, "GET", "https://swap.test/api", "", "Authorization", "Token "+ph, "X-Other", "keep"))
+		code, _ := h.do(t, newReq(t, "GET", "https://swap.test/api", "", "Authorization", "Token "+ph, "X-Other", "keep", "X-Echo", ph))
 		got := h.last(t).Headers
-		if code != 200 || got["Authorization"] != "Token "+v["swap"] || got["X-Other"] != "keep" {
+		// Only the listed header is swapped: an echoing header keeps the placeholder.
+		if code != 200 || got["Authorization"] != "Token "+v["swap"] || got["X-Other"] != "keep" || got["X-Echo"] != ph {
 			t.Fatalf("%d, upstream headers %v", code, got)
 		}
 	})

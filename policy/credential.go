@@ -3,6 +3,7 @@ package policy
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"net/textproto"
 	"net/url"
 	"slices"
 	"strconv"
@@ -62,6 +63,9 @@ type Credential struct {
 	Placeholder string
 	// Env names the environment variable `wirken exec` sets to Placeholder ("" for none).
 	Env string
+	// SwapHeaders are the only headers a Placeholder credential is swapped in (canonical
+	// form; nil: any header).
+	SwapHeaders []string
 
 	AccessKeyID string // SigV4: the real access key id (not secret)
 
@@ -159,7 +163,7 @@ var (
 		Header:      {"header", "format"},
 		Query:       {"param"},
 		Basic:       {"user"},
-		Placeholder: {"env"},
+		Placeholder: {"env", "headers"},
 		SigV4:       {"access_key_id", "env"},
 		OAuth2:      {"token_url", "client_id", "scopes"},
 	}
@@ -265,6 +269,9 @@ func (c *checker) credentialStyle(t map[string]any, path string, cr *Credential)
 		c.envKey(t, path, cr)
 	case Placeholder:
 		c.envKey(t, path, cr)
+		cr.SwapHeaders = c.stringList(t, path, "headers", func(s string) (string, bool) {
+			return textproto.CanonicalMIMEHeaderKey(s), validToken(s) && !reservedHeader(s)
+		}, "invalid header name %s (want an HTTP token that frames nothing)")
 	case OAuth2:
 		if u, ok := c.str(t, path, "token_url", true); ok {
 			pu, err := url.Parse(u)

@@ -304,6 +304,14 @@ func (c *checker) rules(doc map[string]any) []*rawRule {
 		r.methods = c.methodList(t, path)
 		r.paths = c.pathList(t, path)
 		r.cond = c.conditions(t, path)
+		if r.cond != nil && r.mode == Passthrough {
+			for _, k := range conditionKeys {
+				if _, ok := t[k]; ok {
+					c.errf(childPath(path, k), "not allowed on a passthrough rule (its requests are not seen)")
+					break
+				}
+			}
+		}
 		r.cred, _ = c.str(t, path, "credential", false)
 	}
 	return rules

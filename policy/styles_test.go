@@ -340,6 +340,19 @@ func TestStyleErrors(t *testing.T) {
 			want: []string{`policy.toml:22:1: rules[1].credential: credential "b" sets KEY for agent "bot", as credential "a" of rule "ra" already does`},
 		},
 		{
+			name: "conditions on a passthrough rule",
+			src:  head + lines("[[rules]]", `name = "r"`, `agent = "bot"`, `hosts = ["a.test"]`, `mode = "passthrough"`, `rate = "1/s"`),
+			want: []string{`policy.toml:8:1: rules[0].rate: not allowed on a passthrough rule (its requests are not seen)`},
+		},
+		{
+			name: "placeholder headers",
+			src:  head + lines("[credentials.c]", `style = "placeholder"`, `secret = "s"`, `hosts = ["a.test"]`, `headers = ["Host", "x y"]`),
+			want: []string{
+				`policy.toml:7:12: credentials.c.headers[0]: invalid header name "Host" (want an HTTP token that frames nothing)`,
+				`policy.toml:7:20: credentials.c.headers[1]: invalid header name "x y" (want an HTTP token that frames nothing)`,
+			},
+		},
+		{
 			name: "misspelled condition",
 			src:  head + lines("[[rules]]", `name = "r"`, `agent = "bot"`, `hosts = ["a.test"]`, `time_zone = "UTC"`),
 			want: []string{`policy.toml:7:1: rules[0].time_zone: unknown key (did you mean "timezone"?)`},
