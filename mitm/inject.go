@@ -287,10 +287,16 @@ func hashBody(out *http.Request) (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
-// tokens mints and caches OAuth2 access tokens per credential definition.
+// tokens caches OAuth2 access tokens per credential definition.
 type tokens struct {
+	mu sync.Mutex
+	m  map[string]*tokenEntry
+}
+
+// tokenEntry is one credential's token; its lock makes concurrent requests wait for one mint.
+type tokenEntry struct {
 	mu  sync.Mutex
-	src map[string]oauth2.TokenSource
+	tok *oauth2.Token
 }
 
 func tokenKey(c *policy.Credential) string {
@@ -298,90 +304,83 @@ func tokenKey(c *policy.Credential) string {
 }
 
 // token returns a valid access token for c, minting one with the client-credentials grant when
-// the cached one is missing or about to expire. The client secret is read from the vault only
-// while a token is minted, and is sent only to the token endpoint.
+// the cached one is missing or expires within 10 seconds. The client secret is read from the
+// vault only while a token is minted, and is sent only to the token endpoint. ev is the request
+// that needs the token; a mint is audited in its name.
 func (p *Proxy) token(c *policy.Credential, ev Event) (string, error) {
 	k := tokenKey(c)
 	p.tokens.mu.Lock()
-	if p.tokens.src == nil {
-		p.tokens.src = make(map[string]oauth2.TokenSource)
+	if p.tokens.m == nil {
+		p.tokens.m = make(map[string]*tokenEntry)
 	}
-	ts := p.tokens.src[k]
-	if ts == nil {
-		ts = oauth2.ReuseTokenSource(nil, &mintSource{p: p, c: c, ev: ev})
-		p.tokens.src[k] = ts
+	e := p.tokens.m[k]
+	if e == nil {
+		e = &tokenEntry{}
+		p.tokens.m[k] = e
 	}
 	p.tokens.mu.Unlock()
-	tok, err := ts.Token()
-	if err != nil {
-		var re *oauth2.RetrieveError
-		var me mintError
-		switch {
-		case errors.As(err, &re):
-			return "", fmt.Errorf("token endpoint answered %d", re.Response.StatusCode)
-		case errors.As(err, &me):
-			return "", me
-		}
-		return "", errors.New("token endpoint unreachable: " + upstreamReason(err))
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.tok.Valid() {
+		return e.tok.AccessToken, nil
 	}
+	tok, err := p.mint(c, ev)
+	if err != nil {
+		return "", err
+	}
+	e.tok = tok
 	return tok.AccessToken, nil
 }
 
-type mintError struct{ reason string }
-
-func (e mintError) Error() string { return e.reason }
-
-// mintSource asks the token endpoint for a new token. It is wrapped in a ReuseTokenSource, so
-// it runs only when the cached token is missing or expires within a few seconds.
-type mintSource struct {
-	p  *Proxy
-	c  *policy.Credential
-	ev Event // the request that caused the first mint, for the audit record
-}
-
-func (m *mintSource) Token() (*oauth2.Token, error) {
-	u, err := url.Parse(m.c.TokenURL)
+// mint asks the token endpoint for a new token, with a credential.mint audit record durable
+// before the client secret leaves.
+func (p *Proxy) mint(c *policy.Credential, ev Event) (*oauth2.Token, error) {
+	u, err := url.Parse(c.TokenURL)
 	if err != nil {
-		return nil, mintError{"invalid token URL"}
+		return nil, errors.New("invalid token URL")
 	}
-	ev := m.ev
 	ev.Kind, ev.Method, ev.Host, ev.Path, ev.URL = "credential.mint", http.MethodPost, u.Hostname(), u.Path, "https://"+u.Host+u.Path
-	ev.Credential, ev.Reason = m.c.Name, ""
-	ctx, cancel := context.WithTimeout(context.Background(), m.p.cfg.DialTimeout+30*time.Second)
+	ev.Credential, ev.Reason = c.Name, ""
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DialTimeout+30*time.Second)
 	defer cancel()
-	ctx, finish, err := m.p.cfg.Recorder.Begin(ctx, ev)
+	ctx, finish, err := p.cfg.Recorder.Begin(ctx, ev)
 	if err != nil {
-		return nil, mintError{"audit log unavailable"}
+		return nil, errors.New("audit log unavailable")
 	}
 	client := &http.Client{Transport: &http.Transport{
-		TLSClientConfig:     tlsClientConfig(m.p.cfg.UpstreamRoots, u.Hostname()),
+		TLSClientConfig:     tlsClientConfig(p.cfg.UpstreamRoots, u.Hostname()),
 		TLSHandshakeTimeout: 10 * time.Second,
 	}}
 	defer client.CloseIdleConnections()
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, client)
 	var tok *oauth2.Token
-	err = m.p.cfg.Secrets.WithSecretVersion(m.c.Secret, u.Hostname(), func(secret []byte, version int) error {
+	opened := false
+	err = p.cfg.Secrets.WithSecretVersion(c.Secret, u.Hostname(), func(secret []byte, _ int) error {
+		opened = true
 		cfg := clientcredentials.Config{
-			ClientID: m.c.ClientID, ClientSecret: string(secret), TokenURL: m.c.TokenURL, Scopes: m.c.Scopes,
+			ClientID: c.ClientID, ClientSecret: string(secret), TokenURL: c.TokenURL, Scopes: c.Scopes,
 			AuthStyle: oauth2.AuthStyleInHeader,
 		}
 		var err error
 		tok, err = cfg.Token(ctx)
 		return err
 	})
-	status := http.StatusOK
 	var re *oauth2.RetrieveError
-	if errors.As(err, &re) {
-		status = re.Response.StatusCode
-	} else if err != nil {
-		status = http.StatusBadGateway
+	switch {
+	case !opened:
+		finish(Result{Err: errors.New("client secret unavailable; nothing was sent")})
+		return nil, fmt.Errorf("client secret unavailable: %w", err)
+	case err == nil:
+		finish(Result{Status: http.StatusOK})
+		return tok, nil
+	case errors.As(err, &re):
+		finish(Result{Status: re.Response.StatusCode, Err: errors.New("token endpoint refused")})
+		return nil, fmt.Errorf("token endpoint answered %d", re.Response.StatusCode)
+	default:
+		reason := "token endpoint unreachable: " + upstreamReason(err)
+		finish(Result{Status: http.StatusBadGateway, Err: errors.New(reason)})
+		return nil, errors.New(reason)
 	}
-	r := Result{Status: status}
-	if err != nil {
-		r.Err = errors.New("minting a token failed")
-	}
-	finish(r)
-	return tok, err
 }
 
 // precheck runs after Authorize: a placeholder may only travel toward a host its credential

@@ -165,9 +165,22 @@ access_key_id = "AKIAREALKEY000000001"
 style = "oauth2"
 secret = "idp"
 hosts = ["api.private.test"]
-token_url = "https://localhost:%d/oauth2/token"
+token_url = "https://localhost:%[1]d/oauth2/token"
 client_id = "bot-client"
 scopes = ["read"]
+
+[credentials.idp-short]
+style = "oauth2"
+secret = "idp"
+hosts = ["api2.private.test"]
+token_url = "https://localhost:%[1]d/oauth2/token?short=1"
+client_id = "bot-client"
+
+[[rules]]
+name = "private-short"
+agent = "bot"
+hosts = ["api2.private.test"]
+credential = "idp-short"
 
 [[rules]]
 name = "openai"
@@ -290,7 +303,11 @@ func (h *injectHarness) upstream(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"access_token":"minted-token-%d","token_type":"Bearer","expires_in":3600}`, n)
+		life := 3600
+		if r.URL.Query().Get("short") != "" {
+			life = 5 // within the 10 s wirken refreshes ahead of expiry
+		}
+		fmt.Fprintf(w, `{"access_token":"minted-token-%d","token_type":"Bearer","expires_in":%d}`, n, life)
 		return
 	}
 	rv := received{Method: r.Method, Host: r.Host, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Headers: map[string]string{}, Body: string(body)}
@@ -432,6 +449,19 @@ func TestInjectStyles(t *testing.T) {
 		}
 		if mint == nil || mint.Host != "localhost" || mint.Credential != "idp" {
 			t.Fatalf("token mint not audited: %+v", h.rec.events)
+		}
+	})
+	t.Run("oauth2 token about to expire is minted again", func(t *testing.T) {
+		var auths []string
+		for range 2 {
+			code, _ := h.do(t, newReq(t, "GET", "https://api2.private.test/things", ""))
+			if code != 200 {
+				t.Fatalf("status %d", code)
+			}
+			auths = append(auths, h.last(t).Headers["Authorization"])
+		}
+		if auths[0] == auths[1] || !strings.HasPrefix(auths[1], "Bearer minted-token-") {
+			t.Fatalf("upstream saw %q; want two different minted tokens", auths)
 		}
 	})
 	t.Run("canaries never in logs or events", func(t *testing.T) {
