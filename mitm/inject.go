@@ -238,10 +238,10 @@ func (p *Proxy) resign(out *http.Request, c *policy.Credential, secret []byte) e
 	switch {
 	case payload == "UNSIGNED-PAYLOAD", payload == "STREAMING-UNSIGNED-PAYLOAD-TRAILER":
 		// The body is not covered by the signature: it goes as it is.
+	case payload == streamingSigned:
+		// Each chunk's signature chains from the header's: re-signed below, chunk by chunk.
 	case strings.HasPrefix(payload, "STREAMING-"):
-		// Each chunk carries a signature chained from the agent's: re-signing would mean
-		// rewriting the body chunk by chunk.
-		return errors.New("chunk-signed streaming payloads (" + payload + ") are not supported; use UNSIGNED-PAYLOAD or STREAMING-UNSIGNED-PAYLOAD-TRAILER")
+		return errors.New("streaming payloads " + payload + " are not supported; use " + streamingSigned + ", STREAMING-UNSIGNED-PAYLOAD-TRAILER or UNSIGNED-PAYLOAD")
 	case payload != "":
 		if len(payload) != 64 || strings.Trim(strings.ToLower(payload), "0123456789abcdef") != "" {
 			return errors.New("invalid X-Amz-Content-Sha256")
@@ -263,6 +263,16 @@ func (p *Proxy) resign(out *http.Request, c *policy.Credential, secret []byte) e
 	})
 	if err != nil {
 		return errors.New("re-signing failed")
+	}
+	if payload == streamingSigned && out.Body != nil && out.Body != http.NoBody {
+		amzDate := out.Header.Get("X-Amz-Date")
+		if len(amzDate) < 8 {
+			return errors.New("re-signing failed")
+		}
+		date := amzDate[:8]
+		key := signingKey(secret, date, sc.region, sc.service)
+		scope := date + "/" + sc.region + "/" + sc.service + "/aws4_request"
+		out.Body = newChunkResigner(out.Body, key, amzDate, scope, headerSignature(out.Header.Get("Authorization")))
 	}
 	return nil
 }

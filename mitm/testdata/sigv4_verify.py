@@ -2,8 +2,12 @@
 
 Reads a JSON description of the request an upstream received on stdin, recomputes the
 signature with botocore's SigV4Auth from the real key, and exits 0 only if it matches the
-one in the Authorization header. Prints why otherwise.
+one in the Authorization header. For a chunk-signed streaming body it also checks every
+chunk's signature, chained from the header's, with botocore's key derivation and HMAC over
+the string to sign that AWS documents for STREAMING-AWS4-HMAC-SHA256-PAYLOAD. Prints why
+otherwise.
 """
+import hashlib
 import json
 import sys
 
@@ -39,4 +43,29 @@ canonical = signer.canonical_request(req)
 want = signer.signature(signer.string_to_sign(req, canonical), req)
 if want != fields["Signature"]:
     sys.exit("signature mismatch\ncanonical request:\n" + canonical)
-print("ok", service, region)
+chunks = 0
+if hdrs.get("x-amz-content-sha256") == "STREAMING-AWS4-HMAC-SHA256-PAYLOAD":
+    body = d["body"].encode("latin-1")
+    prev = want
+    scope = "/".join([date, region, service, term])
+    while True:
+        head, sep, body = body.partition(b"\r\n")
+        if not sep:
+            sys.exit("chunk %d: no header line" % chunks)
+        size_hex, _, sig = head.decode().partition(";chunk-signature=")
+        size = int(size_hex, 16)
+        data, trailer, body = body[:size], body[size:size + 2], body[size + 2:]
+        if trailer != b"\r\n":
+            sys.exit("chunk %d: not ended by CRLF" % chunks)
+        sts = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", hdrs["x-amz-date"], scope, prev,
+                         hashlib.sha256(b"").hexdigest(), hashlib.sha256(data).hexdigest()])
+        expect = signer.signature(sts, req)
+        if sig != expect:
+            sys.exit("chunk %d: signature mismatch" % chunks)
+        prev = sig
+        chunks += 1
+        if size == 0:
+            break
+    if body:
+        sys.exit("bytes after the final chunk")
+print("ok", service, region, "chunks", chunks)
