@@ -320,6 +320,13 @@ func (h *injectHarness) upstream(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	h.got = append(h.got, rv)
 	h.mu.Unlock()
+	if r.URL.Path == "/v1/stream" { // OpenAI-style stream: usage in the final chunk
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: {\"model\":\"gpt-test\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n")
+		fmt.Fprint(w, "data: {\"model\":\"gpt-test\",\"choices\":[],\"usage\":{\"prompt_tokens\":50,\"completion_tokens\":45}}\n\n")
+		fmt.Fprint(w, "data: [DONE]\n\n")
+		return
+	}
 	if r.URL.Path == "/v1/chat/completions" {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprint(w, `{"model":"gpt-test","usage":{"prompt_tokens":60,"completion_tokens":30}}`)
@@ -694,8 +701,12 @@ func TestConditionsThroughProxy(t *testing.T) {
 			t.Fatalf("third call (180 of 100 used): %d %q", code, body)
 		}
 		h.clock.Set(time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC))
-		if code, _ := h.do(t, newReq(t, "POST", "https://api.openai.test/v1/chat/completions", "{}")); code != 200 {
-			t.Fatalf("next day: %d", code)
+		// A new day; now streamed answers, whose final event reports 95 tokens.
+		for i, want := range []int{200, 200, 429} {
+			code, body := h.do(t, newReq(t, "POST", "https://api.openai.test/v1/stream", "{}"))
+			if code != want {
+				t.Fatalf("next day, stream %d: %d %q, want %d", i, code, body, want)
+			}
 		}
 	})
 	var kinds []string
