@@ -18,6 +18,8 @@ type AgentInfo struct {
 	Cgroup   string `json:"cgroup"`
 	CgroupID uint64 `json:"cgroup_id"`
 	CABundle string `json:"ca_bundle"`
+	// Env holds the placeholder variables of the credentials the agent's rules inject.
+	Env map[string]string `json:"env,omitempty"`
 }
 
 // Status is the daemon's answer to `wirken status`.

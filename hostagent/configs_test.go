@@ -40,6 +40,16 @@ func TestConfigsParse(t *testing.T) {
 				if len(p.Agents()) == 0 {
 					t.Fatal("example policy has no agents")
 				}
+			case base == "policies":
+				examples, _ := filepath.Glob(filepath.Join(f, "*.toml"))
+				if len(examples) < 7 {
+					t.Fatalf("only %d example policies in %s", len(examples), f)
+				}
+				for _, e := range examples {
+					if _, err := policy.Load(e); err != nil {
+						t.Errorf("%s: %v", e, err)
+					}
+				}
 			case strings.HasSuffix(base, ".yaml"):
 				checkCollectorConfig(t, f)
 			default:

@@ -74,7 +74,8 @@ func (d *Daemon) serveControl() (io.Closer, error) {
 }
 
 func (d *Daemon) agentInfo(a agentCgroup) AgentInfo {
-	return AgentInfo{Name: a.agent.Name, User: a.agent.User, Cgroup: a.path, CgroupID: a.id, CABundle: d.cfg.CABundle()}
+	return AgentInfo{Name: a.agent.Name, User: a.agent.User, Cgroup: a.path, CgroupID: a.id, CABundle: d.cfg.CABundle(),
+		Env: d.policy.p.Load().AgentEnv(a.agent.Name)}
 }
 
 func (d *Daemon) status() Status {

@@ -180,6 +180,15 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		return err
 	}
 
+	meter, err := loadMeter(budgetsFile(cfg))
+	if err != nil {
+		return err
+	}
+	meterCtx, stopMeter := context.WithCancel(context.Background())
+	meterDone := make(chan struct{})
+	go func() { keepMeter(meterCtx, meter, budgetsFile(cfg), log); close(meterDone) }()
+	defer func() { stopMeter(); <-meterDone }() // after the proxy has finished its requests
+
 	d.proxy, err = mitm.New(mitm.Config{
 		CA:            ca,
 		UpstreamRoots: roots,
@@ -188,6 +197,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		Secrets:       d.vault,
 		Recorder:      &recorder{log: d.audit, tracer: d.tracer, metrics: met, logger: log},
 		Logger:        log,
+		Limits:        meter,
 	})
 	if err != nil {
 		return err

@@ -121,6 +121,9 @@ func agentEnv(env []string, info AgentInfo) []string {
 	for _, k := range caEnv {
 		env = setEnv(env, k, info.CABundle)
 	}
+	for k, v := range info.Env { // placeholders, never secrets
+		env = setEnv(env, k, v)
+	}
 	return setEnv(env, "WIRKEN_AGENT", info.Name)
 }
 

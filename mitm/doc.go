@@ -4,7 +4,10 @@
 // Intercepted connections are served by goproxy with leaf certificates minted from the wirken
 // CA; each request is authorized, audited before it goes anywhere, given the one credential it
 // needs and forwarded over a pooled, verified upstream connection to the original destination.
+// inject.go holds the injection mechanics of every credential style (header, query, basic auth,
+// placeholder swap, SigV4 re-signing, OAuth2 client-credentials tokens) and the checks of rule
+// conditions (Limits).
 //
-// The package declares the small interfaces it needs (Steering, Policy, Secrets, Recorder) and
+// The package declares the small interfaces it needs (Steering, Policy, Secrets, Recorder, Limits, PlaceholderFinder) and
 // imports only the policy package's types from this module. hostagent wires it together.
 package mitm

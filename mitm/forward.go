@@ -65,6 +65,9 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 		Agent: o.Agent, Method: req.Method, Host: host, Port: o.Dst.Port(), Path: req.URL.Path,
 	})
 	ev.Rule = g.Rule
+	if resp := p.precheck(req, ev, g, host); resp != nil {
+		return resp
+	}
 	if !g.Allow {
 		return p.refuse(req, ev, http.StatusForbidden, g.Rule, g.Reason)
 	}
@@ -90,21 +93,8 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	}
 	out.Close = false // an agent's Connection: close must not tear down the pooled upstream connection
 	if c := g.Credential; c != nil {
-		// The agent holds no real secret, so its own credentials toward a credentialed host can
-		// only be placeholders or an attempt to smuggle something out: drop them.
-		out.Header.Del("Authorization")
-		out.Header.Del("Proxy-Authorization")
-		err := p.cfg.Secrets.WithSecretVersion(c.Secret, host, func(secret []byte, version int) error {
-			out.Header.Set(c.Header, c.Render(secret))
-			ev.CredVer = version
-			return nil
-		})
-		if err != nil {
-			p.log.Error("credential unavailable", "agent", o.Agent, "credential", c.Name, "err", err)
-			ev.Kind = "request.deny"
-			ev.Reason = "credential unavailable: " + err.Error()
-			p.cfg.Recorder.Deny(req.Context(), ev)
-			return errorResponse(req, http.StatusServiceUnavailable, g.Rule, "credential unavailable")
+		if resp := p.injectCredential(req, out, c, host, &ev); resp != nil {
+			return resp
 		}
 	}
 
@@ -133,15 +123,17 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 		resp.Body = &upgradedBody{countingBody{ReadCloser: rw, done: done}, rw}
 		return resp
 	}
-	// LLM APIs are reached with a credential: only those responses are read for usage.
+	// LLM APIs are reached with a credential or under a token budget: only those responses are
+	// read for usage.
 	var usage *usageReader
-	if g.Credential != nil {
+	if g.Credential != nil || g.Conditions != nil && g.Conditions.DailyTokens > 0 {
 		usage = newUsageReader(resp)
 	}
 	done := func(n int64) {
 		r := Result{Status: resp.StatusCode, Bytes: n}
 		if usage != nil {
 			r.Usage = usage.usage()
+			p.spend(o.Agent, g, r.Usage)
 		}
 		finish(r)
 	}

@@ -90,6 +90,9 @@ type Config struct {
 	Secrets       Secrets
 	Recorder      Recorder
 	Logger        *slog.Logger
+	// Limits keeps the counters of rule conditions (rates, token budgets). Default: a
+	// policy.Meter on the wall clock.
+	Limits Limits
 	// PeekTimeout bounds how long a new connection may take to send its first bytes.
 	PeekTimeout time.Duration
 	// HeaderTimeout bounds the TLS handshake plus the first request's header.
@@ -131,6 +134,8 @@ type Proxy struct {
 	log  *slog.Logger
 	gp   *goproxy.ProxyHttpServer
 	pool *pool
+	// tokens caches OAuth2 access tokens minted for credentials.
+	tokens tokens
 
 	// unsteered limits how many connections without steering metadata are recorded: any local
 	// process can make them, and each costs an fsync'd audit record.
@@ -160,6 +165,9 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.UpstreamRoots = roots
 	}
 	cfg.defaults()
+	if cfg.Limits == nil {
+		cfg.Limits = policy.NewMeter(nil)
+	}
 	p := &Proxy{
 		cfg:       cfg,
 		log:       cfg.Logger,

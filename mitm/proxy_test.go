@@ -151,14 +151,7 @@ func newHarness(t *testing.T) *harness {
 	up.StartTLS()
 	t.Cleanup(up.Close)
 	// The upstream presents a certificate for api.example.test from its own CA.
-	upCA := t.TempDir()
-	if err := GenerateCA(filepath.Join(upCA, "ca.pem"), filepath.Join(upCA, "ca-key.pem"), "upstream test CA"); err != nil {
-		t.Fatal(err)
-	}
-	upstreamCA, err := LoadCA(filepath.Join(upCA, "ca.pem"), filepath.Join(upCA, "ca-key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	upstreamCA := testCA(t, "upstream test CA")
 	leaf, err := upstreamCA.Leaf("api.example.test")
 	if err != nil {
 		t.Fatal(err)
@@ -167,16 +160,9 @@ func newHarness(t *testing.T) *harness {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(upstreamCA.CertPEM())
 
-	dir := t.TempDir()
-	if err := GenerateCA(filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem"), "wirken test CA"); err != nil {
-		t.Fatal(err)
-	}
-	h.ca, err = LoadCA(filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	h.ca = testCA(t, "wirken test CA")
 	h.steer = &fakeSteering{agent: "demo", dst: netip.MustParseAddrPort(up.Listener.Addr().String())}
-	p, err := New(Config{
+	h.proxy, h.proxyAddr = serveProxy(t, Config{
 		CA:            h.ca,
 		UpstreamRoots: roots,
 		Steering:      h.steer,
@@ -185,6 +171,27 @@ func newHarness(t *testing.T) *harness {
 		Recorder:      h.rec,
 		Logger:        slog.New(slog.NewTextHandler(&lockedWriter{w: h.logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
+	return h
+}
+
+// testCA makes a throwaway CA.
+func testCA(t *testing.T, name string) *CA {
+	t.Helper()
+	dir := t.TempDir()
+	if err := GenerateCA(filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem"), name); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := LoadCA(filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// serveProxy starts a proxy on a loopback port and shuts it down when the test ends.
+func serveProxy(t *testing.T, cfg Config) (*Proxy, string) {
+	t.Helper()
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,9 +205,7 @@ func newHarness(t *testing.T) *harness {
 		defer cancel()
 		p.Shutdown(ctx)
 	})
-	h.proxy = p
-	h.proxyAddr = ln.Addr().String()
-	return h
+	return p, ln.Addr().String()
 }
 
 type lockedWriter struct {

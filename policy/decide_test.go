@@ -46,6 +46,7 @@ mode = "passthrough"
 name = "mixed-pass"
 agent = "demo"
 hosts = ["mixed.svc.test"]
+ports = [443, 8080]
 mode = "passthrough"
 
 [[rules]]
@@ -90,7 +91,8 @@ func TestDecide(t *testing.T) {
 		// An intercept rule wins over an earlier passthrough rule for the same host.
 		{"demo", "mixed.svc.test", 443, Decision{Mode: Intercept, Rule: "svc"}},
 		{"demo", "mixed.svc.test", 80, Decision{Mode: Intercept, Rule: "svc"}},
-		{"demo", "mixed.svc.test", 8080, Decision{Mode: Deny, Reason: "no rule for agent demo to mixed.svc.test:8080"}},
+		{"demo", "mixed.svc.test", 8080, Decision{Mode: Passthrough, Rule: "mixed-pass"}},
+		{"demo", "mixed.svc.test", 8081, Decision{Mode: Deny, Reason: "no rule for agent demo to mixed.svc.test:8081"}},
 		{"demo", "a.svc.test", 443, Decision{Mode: Intercept, Rule: "svc"}},
 		{"demo", "evil.test", 443, Decision{Mode: Deny, Reason: "no rule for agent demo to evil.test:443"}},
 		{"demo", "", 443, Decision{Mode: Deny, Reason: "no host name for agent demo to port 443"}},

@@ -9,6 +9,13 @@
 // answer without allocating on the allow path. Everything not allowed by a
 // rule is denied.
 //
+// Credentials have an injection style (header, query, basic, placeholder,
+// sigv4, oauth2) and are bound to hosts and optionally ports, methods and
+// paths. Rules may carry Conditions (a time window, a rate, a body cap, a
+// daily LLM token budget); a Meter keeps their counters, saves and restores
+// them, and refuses with ErrOutsideWindow, ErrRateLimited or ErrBudgetSpent.
+// Explain says in words what the policy does with one request.
+//
 // The package is pure Go and imports nothing else from this module. mitm/
 // imports its types; hostagent/ and cmd/wirken load policies with it.
 // Policy files carry secret names, never secret values; Render receives a

@@ -15,6 +15,8 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add(string(example))
 	f.Add(decidePolicy)
+	f.Add(stylesPolicy)
+	f.Add("version = 1\n[agents.a]\n[credentials.c]\nstyle = 'oauth2'\nsecret = 's'\nhosts = ['h.test']\ntoken_url = 'https://i.test/t'\nclient_id = 'x'\n[[rules]]\nname = 'r'\nagent = 'a'\nhosts = ['h.test']\ncredential = 'c'\nhours = '23:00-01:00'\nrate = '1/s'\n")
 	f.Add("version = 1\nrules = [{name='a', agent='x', hosts=['h.test']}, 'r']\n")
 	f.Add("version = 1\n[[rules]]\n[rules.x]\n[[rules.x.y]]\n\"a\\u0062\".'c' = \"\"\"\n[x]\"\"\"\n")
 	f.Add(utf8BOM + "version = 1\r\n[agents.\"a b\"]\r\n")
@@ -62,6 +64,21 @@ func FuzzParse(f *testing.F) {
 					t.Fatalf("credential %q returned for unbound host %q", g.Credential.Name, host)
 				}
 			}
+		}
+		// Explain and the conditions answer for every agent and host too.
+		m := NewMeter(nil)
+		for _, a := range p.Agents() {
+			for _, host := range hosts {
+				if _, err := p.Explain(a.Name, "POST", "https://"+host+"/v1/x"); err != nil && host != "" && checkHostSyntax(host) {
+					t.Fatalf("Explain(%q): %v", host, err)
+				}
+				g := p.Authorize(Request{Agent: a.Name, Method: "POST", Host: host, Port: 443, Path: "/v1/x"})
+				_ = m.Admit(a.Name, g)
+				m.Spend(a.Name, g, 1)
+			}
+		}
+		if err := NewMeter(nil).Restore(m.State()); err != nil {
+			t.Fatalf("meter state does not restore: %v", err)
 		}
 		if d := p.Decide("no agent", "a.test", 443); d.Mode != Deny {
 			t.Fatalf("unknown agent allowed: %+v", d)

@@ -41,6 +41,11 @@ func Parse(filename string, data []byte) (*Policy, error) {
 	if len(data) > maxSize {
 		return nil, Errors{{File: filename, Line: 1, Col: 1, Msg: fmt.Sprintf("policy is larger than %d bytes", maxSize)}}
 	}
+	return parse(filename, data)
+}
+
+// parse is Parse without the size limit.
+func parse(filename string, data []byte) (*Policy, error) {
 	src := string(data)
 	doc, err := decodeTOML(src)
 	if err != nil {
@@ -173,6 +178,7 @@ type rawRule struct {
 	methods []string
 	paths   []string
 	cred    string
+	cond    *Conditions
 }
 
 func (c *checker) document(doc map[string]any) *rawPolicy {
@@ -185,6 +191,8 @@ func (c *checker) document(doc map[string]any) *rawPolicy {
 	credHostsOK := c.credentials(doc, raw.creds)
 	raw.rules = c.rules(doc)
 	c.references(raw, credHostsOK)
+	c.shadowed(raw)
+	c.envConflicts(raw)
 	return raw
 }
 
@@ -237,60 +245,6 @@ func (c *checker) agents(doc map[string]any) map[string]Agent {
 	return agents
 }
 
-// credentials fills creds and returns which credentials have only valid host
-// patterns (only those are checked against rule hosts).
-func (c *checker) credentials(doc map[string]any, creds map[string]*Credential) map[string]bool {
-	hostsOK := make(map[string]bool)
-	m, ok := c.table(doc, "", "credentials")
-	if !ok {
-		return hostsOK
-	}
-	for _, name := range sortedKeys(m) {
-		path := childPath("credentials", name)
-		cr := &Credential{Name: name, Format: "{secret}"}
-		creds[name] = cr
-		if !validName(name) {
-			c.errf(path, "invalid credential name (want %s)", namePattern)
-		}
-		t, ok := c.tableValue(path, m[name])
-		if !ok {
-			continue
-		}
-		c.keys(path, t, "secret", "hosts", "header", "format")
-		if s, ok := c.str(t, path, "secret", true); ok {
-			if validName(s) {
-				cr.Secret = s
-			} else {
-				c.errf(childPath(path, "secret"), "invalid secret name (want %s)", namePattern)
-			}
-		}
-		hosts, _, allOK := c.hostList(t, path)
-		cr.Hosts = hosts
-		hostsOK[name] = allOK
-		if h, ok := c.str(t, path, "header", true); ok {
-			switch {
-			case !validToken(h):
-				c.errf(childPath(path, "header"), "invalid header name (want an HTTP token)")
-			case reservedHeader(h):
-				c.errf(childPath(path, "header"), "header %s may not be set by a credential", quoteValue(h))
-			default:
-				cr.Header = h
-			}
-		}
-		if f, ok := c.str(t, path, "format", false); ok {
-			switch {
-			case strings.Count(f, "{secret}") != 1:
-				c.errf(childPath(path, "format"), "must contain {secret} exactly once")
-			case hasCTL(f):
-				c.errf(childPath(path, "format"), "must not contain control characters")
-			default:
-				cr.Format = f
-			}
-		}
-	}
-	return hostsOK
-}
-
 func (c *checker) rules(doc map[string]any) []*rawRule {
 	v, ok := doc["rules"]
 	if !ok {
@@ -318,7 +272,7 @@ func (c *checker) rules(doc map[string]any) []*rawRule {
 		}
 		r := &rawRule{path: path, mode: Intercept, ports: []uint16{443}}
 		rules = append(rules, r)
-		c.keys(path, t, "name", "agent", "hosts", "ports", "mode", "methods", "paths", "credential")
+		c.keys(path, t, append([]string{"name", "agent", "hosts", "ports", "mode", "methods", "paths", "credential"}, conditionKeys...)...)
 		if n, ok := c.str(t, path, "name", true); ok {
 			np := childPath(path, "name")
 			switch first, dup := seen[n]; {
@@ -334,19 +288,8 @@ func (c *checker) rules(doc map[string]any) []*rawRule {
 		}
 		r.agent, _ = c.str(t, path, "agent", true)
 		r.hosts, r.hostOK, _ = c.hostList(t, path)
-		if l, ok := c.list(t, path, "ports", false); ok {
-			r.ports = nil
-			for j, e := range l {
-				ep := indexPath(childPath(path, "ports"), j)
-				switch n, isInt := e.(int64); {
-				case !isInt:
-					c.errf(ep, "expected integer, found %s", typeName(e))
-				case n < 1 || n > 65535:
-					c.errf(ep, "port %d out of range 1..65535", n)
-				default:
-					r.ports = append(r.ports, uint16(n))
-				}
-			}
+		if ports := c.portList(t, path); ports != nil {
+			r.ports = ports
 		}
 		if m, ok := c.str(t, path, "mode", false); ok {
 			switch m {
@@ -358,12 +301,17 @@ func (c *checker) rules(doc map[string]any) []*rawRule {
 				c.errf(childPath(path, "mode"), "unknown mode %s (want \"intercept\" or \"passthrough\")", quoteValue(m))
 			}
 		}
-		r.methods = c.stringList(t, path, "methods", func(s string) (string, bool) {
-			return s, validToken(s) && strings.ToUpper(s) == s
-		}, "invalid method %s (want an upper-case HTTP token)")
-		r.paths = c.stringList(t, path, "paths", func(s string) (string, bool) {
-			return s, cleanPath(s)
-		}, "invalid path prefix %s (want an absolute path without //, . or .. segments, %%2e, %%2f, %%5c, ? or #)")
+		r.methods = c.methodList(t, path)
+		r.paths = c.pathList(t, path)
+		r.cond = c.conditions(t, path)
+		if r.cond != nil && r.mode == Passthrough {
+			for _, k := range conditionKeys {
+				if _, ok := t[k]; ok {
+					c.errf(childPath(path, k), "not allowed on a passthrough rule (its requests are not seen)")
+					break
+				}
+			}
+		}
 		r.cred, _ = c.str(t, path, "credential", false)
 	}
 	return rules

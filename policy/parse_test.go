@@ -33,7 +33,7 @@ func TestParseErrors(t *testing.T) {
 				"[[rules]]",
 				"name = \"one\"",
 				"agent = \"demo\"",
-				"hosts = [\"api.example.test\"]",
+				"hosts = [\"www.example.test\"]",
 				"",
 				"[[rules]]",
 				"name = \"two\"",
@@ -322,26 +322,30 @@ func TestParseErrors(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			checkScanner(t, tt.src)
-			p, err := Parse("policy.toml", []byte(tt.src))
-			if p != nil {
-				t.Fatalf("Parse returned a policy for a bad file")
-			}
-			var errs Errors
-			if !errors.As(err, &errs) {
-				t.Fatalf("error %T is not Errors: %v", err, err)
-			}
-			got := strings.Split(errs.Error(), "\n")
-			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
-				t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
-			}
-			for _, e := range errs {
-				if e.Line < 1 || e.Col < 1 || e.File != "policy.toml" {
-					t.Errorf("bad position in %+v", e)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkParseErrors(t, tt.src, tt.want) })
+	}
+}
+
+// checkParseErrors parses src as policy.toml and wants exactly the errors want.
+func checkParseErrors(t *testing.T, src string, want []string) {
+	t.Helper()
+	checkScanner(t, src)
+	p, err := Parse("policy.toml", []byte(src))
+	if p != nil {
+		t.Fatalf("Parse returned a policy for a bad file")
+	}
+	var errs Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("error %T is not Errors: %v", err, err)
+	}
+	got := strings.Split(errs.Error(), "\n")
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, e := range errs {
+		if e.Line < 1 || e.Col < 1 || e.File != "policy.toml" {
+			t.Errorf("bad position in %+v", e)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package policy
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,48 +41,6 @@ type Agent struct {
 	Cgroup string // existing cgroup to bind; "" if unset
 }
 
-// Credential says how to inject one vault secret. Secret is the vault
-// secret's name, never its value. Hosts are normalized patterns (lower
-// case, no trailing dot) the credential is bound to. A *Credential returned
-// by Authorize belongs to the policy and must not be modified.
-type Credential struct {
-	Name   string
-	Secret string
-	Hosts  []string
-	Header string
-	Format string // holds "{secret}" exactly once
-}
-
-const secretPlaceholder = "{secret}"
-
-// Render returns the header value: Format with {secret} replaced by secret,
-// built in one allocation. It does not keep secret. If Format does not hold
-// {secret} (a Credential not made by Parse), Render returns "" rather than a
-// value without the secret.
-func (c *Credential) Render(secret []byte) string {
-	before, after, ok := strings.Cut(c.Format, secretPlaceholder)
-	if !ok {
-		return ""
-	}
-	var b strings.Builder
-	b.Grow(len(before) + len(secret) + len(after))
-	b.WriteString(before)
-	b.Write(secret)
-	b.WriteString(after)
-	return b.String()
-}
-
-// bound reports whether the normalized host is within the credential's
-// bound hosts.
-func (c *Credential) bound(host string) bool {
-	for _, p := range c.Hosts {
-		if matchNorm(p, host) {
-			return true
-		}
-	}
-	return false
-}
-
 // Decision is the connection-level verdict.
 type Decision struct {
 	Mode   Mode
@@ -108,6 +67,9 @@ type Grant struct {
 	Rule       string
 	Credential *Credential
 	Reason     string
+	// Conditions are the allowing rule's conditions, nil if it has none. The caller checks
+	// them (with a Meter) before it lets the request through.
+	Conditions *Conditions
 }
 
 // Policy is a compiled, immutable policy. It is safe for concurrent use.
@@ -116,6 +78,10 @@ type Policy struct {
 	agents []Agent      // sorted by name
 	creds  []Credential // sorted by name
 	index  map[string]*agentIndex
+	// placeholders maps each placeholder the policy generated to its credential.
+	placeholders map[string]*Credential
+	// env maps each agent to the placeholder variables `wirken exec` sets for it.
+	env map[string]map[string]string
 }
 
 type rule struct {
@@ -127,6 +93,7 @@ type rule struct {
 	methods []string // nil: any
 	paths   []string // nil: any
 	cred    *Credential
+	cond    *Conditions // nil: none
 }
 
 func (r *rule) matchHost(host string) bool {
@@ -146,18 +113,7 @@ func (r *rule) matchPort(port uint16) bool { return slices.Contains(r.ports, por
 func (r *rule) matchMethod(m string) bool { return r.methods == nil || slices.Contains(r.methods, m) }
 
 func (r *rule) matchPath(p string) bool {
-	if r.paths == nil {
-		return true
-	}
-	if !cleanPath(p) {
-		return false
-	}
-	for _, prefix := range r.paths {
-		if strings.HasPrefix(p, prefix) {
-			return true
-		}
-	}
-	return false
+	return r.paths == nil || prefixMatch(r.paths, p)
 }
 
 // agentIndex holds one agent's rules. byHost maps each exact host named by
@@ -182,9 +138,15 @@ func compile(raw *rawPolicy, src []byte) *Policy {
 	p := &Policy{
 		digest: hex.EncodeToString(sum[:]),
 		index:  make(map[string]*agentIndex, len(raw.agents)),
+
+		placeholders: make(map[string]*Credential),
+		env:          make(map[string]map[string]string),
 	}
 	for _, c := range raw.creds {
 		p.creds = append(p.creds, *c)
+		if c.Placeholder != "" {
+			p.placeholders[c.Placeholder] = c
+		}
 	}
 	slices.SortFunc(p.creds, func(a, b Credential) int { return strings.Compare(a.Name, b.Name) })
 	perAgent := make(map[string][]*rule)
@@ -195,6 +157,7 @@ func compile(raw *rawPolicy, src []byte) *Policy {
 			mode:    rr.mode,
 			methods: rr.methods,
 			paths:   rr.paths,
+			cond:    rr.cond,
 		}
 		if rr.cred != "" {
 			r.cred = raw.creds[rr.cred]
@@ -207,6 +170,12 @@ func compile(raw *rawPolicy, src []byte) *Policy {
 			}
 		}
 		perAgent[rr.agent] = append(perAgent[rr.agent], r)
+		if r.cred != nil && r.cred.Env != "" {
+			if p.env[rr.agent] == nil {
+				p.env[rr.agent] = make(map[string]string)
+			}
+			p.env[rr.agent][r.cred.Env] = r.cred.Placeholder
+		}
 	}
 	for name, a := range raw.agents {
 		p.agents = append(p.agents, a)
@@ -234,6 +203,14 @@ func compile(raw *rawPolicy, src []byte) *Policy {
 	slices.SortFunc(p.agents, func(a, b Agent) int { return strings.Compare(a.Name, b.Name) })
 	return p
 }
+
+// PlaceholderCredential returns the credential whose placeholder (or placeholder access key
+// id) is s, or nil.
+func (p *Policy) PlaceholderCredential(s string) *Credential { return p.placeholders[s] }
+
+// AgentEnv returns the environment variables `wirken exec` sets for agent: for each
+// credential its rules inject that names an env, that variable set to the placeholder.
+func (p *Policy) AgentEnv(agent string) map[string]string { return maps.Clone(p.env[agent]) }
 
 // Digest returns the SHA-256 of the policy source, in hex, for the audit log.
 func (p *Policy) Digest() string { return p.digest }
@@ -336,10 +313,12 @@ func (p *Policy) Authorize(req Request) Grant {
 		if !r.matchPath(req.Path) {
 			continue
 		}
-		if r.cred != nil && !r.cred.bound(h) {
-			return Grant{Rule: r.name, Reason: "credential " + r.cred.Name + " is not bound to host " + h}
+		if r.cred != nil {
+			if why := r.cred.unbound(h, req.Port, req.Method, req.Path); why != "" {
+				return Grant{Rule: r.name, Reason: why}
+			}
 		}
-		return Grant{Allow: true, Rule: r.name, Credential: r.cred}
+		return Grant{Allow: true, Rule: r.name, Credential: r.cred, Conditions: r.cond}
 	}
 	to := " for agent " + req.Agent + " to " + hostPort(h, req.Port)
 	switch stage {

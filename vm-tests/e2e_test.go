@@ -57,6 +57,7 @@ type upstream struct {
 	ln   *countingListener
 	mu   sync.Mutex
 	auth []string // Authorization headers seen, in order
+	qs   []string // raw query strings seen, in order
 }
 
 func (u *upstream) seen() []string {
@@ -76,6 +77,7 @@ func startUpstream(t *testing.T, addr string, cert tls.Certificate) *upstream {
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			u.mu.Lock()
 			u.auth = append(u.auth, r.Header.Get("Authorization"))
+			u.qs = append(u.qs, r.URL.RawQuery)
 			u.mu.Unlock()
 			w.Header().Set("Content-Type", "application/json")
 			// Shaped like an LLM API answer, with the usage fields wirken reads.
@@ -165,6 +167,7 @@ func newEnv(t *testing.T) *env {
 type envOptions struct {
 	otlpEndpoint string // export there instead of to a local receiver the test reads
 	auditDir     string // keep the audit log there instead of in the state dir
+	policy       string // the policy to run instead of the default one
 }
 
 func newEnvWith(t *testing.T, opt envOptions) *env {
@@ -204,7 +207,9 @@ func newEnvWith(t *testing.T, opt envOptions) *env {
 	e.api = startUpstream(t, "127.0.0.2:443", e.upCA.leaf(t, "api.example.test"))
 	e.other = startUpstream(t, "127.0.0.3:443", e.upCA.leaf(t, "evil.example.test"))
 	write(t, filepath.Join(dir, "upstream-ca.pem"), e.upCA.pem)
-	write(t, filepath.Join(dir, "policy.toml"), []byte(`version = 1
+	pol := opt.policy
+	if pol == "" {
+		pol = `version = 1
 
 [agents.demo]
 user = "nobody"
@@ -222,7 +227,9 @@ hosts = ["api.example.test"]
 ports = [443]
 paths = ["/echo"]
 credential = "api"
-`))
+`
+	}
+	write(t, filepath.Join(dir, "policy.toml"), []byte(pol))
 	write(t, e.config, []byte(fmt.Sprintf(`policy = "policy.toml"
 state_dir = %q
 control_socket = %q

@@ -40,7 +40,7 @@ func init() {
 		"run":     {"run the daemon in the foreground", cmdRun},
 		"exec":    {"run a command as an agent: exec --agent NAME [--user U] -- CMD...", cmdExec},
 		"vault":   {"manage the vault: " + vaultUsage, cmdVault},
-		"policy":  {"check a policy file: policy check FILE", cmdPolicy},
+		"policy":  {"check or explain a policy: policy check FILE | explain [--policy FILE] --agent A [--method M] URL", cmdPolicy},
 		"audit":   {"read the audit log: audit verify [--trusted-checkpoint F] | tail [-f] [--json] | prove --seq N", cmdAudit},
 		"ca":      {"create the interception CA: ca init", cmdCA},
 		"status":  {"ask the running daemon for its status", cmdStatus},

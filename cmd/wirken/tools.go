@@ -17,12 +17,14 @@ import (
 	"github.com/wirken/wirken/audit"
 	"github.com/wirken/wirken/hostagent"
 	"github.com/wirken/wirken/mitm"
-	"github.com/wirken/wirken/policy"
 )
 
 func cmdPolicy(args []string) error {
+	if len(args) > 0 && args[0] == "explain" {
+		return policyExplain(args[1:])
+	}
 	if len(args) == 0 || args[0] != "check" {
-		return usageError("policy needs a subcommand: check FILE")
+		return usageError("policy needs a subcommand: check FILE | explain --agent A [--method M] URL")
 	}
 	fs := newFlags("policy check")
 	if err := parse(fs, args[1:]); err != nil {
@@ -31,15 +33,8 @@ func cmdPolicy(args []string) error {
 	if fs.NArg() != 1 {
 		return usageError("policy check needs exactly one FILE")
 	}
-	p, err := policy.Load(fs.Arg(0))
+	p, err := loadPolicy(fs.Arg(0))
 	if err != nil {
-		var errs policy.Errors
-		if errors.As(err, &errs) {
-			for _, e := range errs {
-				fmt.Fprintln(os.Stderr, e)
-			}
-			return &exitError{code: 1, err: fmt.Errorf("%s: %d error(s)", fs.Arg(0), len(errs))}
-		}
 		return err
 	}
 	fmt.Printf("%s: ok (%d agents)\n", fs.Arg(0), len(p.Agents()))
