@@ -135,7 +135,7 @@ func (h *harness) auth() []string {
 	return append([]string(nil), h.seenAuth...)
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T, opts ...func(*Config)) *harness {
 	t.Helper()
 	b := make([]byte, 16)
 	rand.Read(b)
@@ -176,7 +176,7 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	h.steer = &fakeSteering{agent: "demo", dst: netip.MustParseAddrPort(up.Listener.Addr().String())}
-	p, err := New(Config{
+	cfg := Config{
 		CA:            h.ca,
 		UpstreamRoots: roots,
 		Steering:      h.steer,
@@ -184,7 +184,11 @@ func newHarness(t *testing.T) *harness {
 		Secrets:       &fakeSecrets{value: h.canary},
 		Recorder:      h.rec,
 		Logger:        slog.New(slog.NewTextHandler(&lockedWriter{w: h.logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
