@@ -32,11 +32,13 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	// was for, on the port the agent connected to (no domain fronting).
 	switch {
 	case !ok:
-		return p.refuse(req, ev, http.StatusBadRequest, "", "malformed Host header")
+		return p.refuse(req, ev, statusOf(ErrBadRequest), "", "malformed Host header")
+	case req.Context().Value(ambiguousKey{}) != nil:
+		return p.refuse(req, ev, statusOf(ErrBadRequest), "", "both Content-Length and Transfer-Encoding")
 	case req.Method == http.MethodConnect:
 		return p.refuse(req, ev, http.StatusForbidden, "", "CONNECT is not forwarded")
 	case p.looped(req):
-		return p.refuse(req, ev, http.StatusLoopDetected, "", "request came back to wirken (proxy loop)")
+		return p.refuse(req, ev, statusOf(ErrLoop), "", "request came back to wirken (proxy loop)")
 	case s.tls && host != s.sni:
 		return p.refuse(req, ev, http.StatusForbidden, "", "Host does not match the TLS server name")
 	case port != "" && port != strconv.Itoa(int(o.Dst.Port())):
@@ -90,6 +92,9 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 			ev.Kind = "request.deny"
 			ev.Reason = "credential unavailable: " + err.Error()
 			p.cfg.Recorder.Deny(req.Context(), ev)
+			if errors.Is(err, ErrLimited) {
+				return errorResponse(req, statusOf(err), g.Rule, ErrLimited.Error())
+			}
 			return errorResponse(req, http.StatusServiceUnavailable, g.Rule, "credential unavailable")
 		}
 	}
@@ -98,7 +103,7 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	spanCtx, finish, err := p.cfg.Recorder.Begin(req.Context(), ev)
 	if err != nil {
 		p.log.Error("audit log unavailable; refusing request", "agent", o.Agent, "host", host, "err", err)
-		return errorResponse(req, http.StatusServiceUnavailable, g.Rule, "audit log unavailable")
+		return errorResponse(req, statusOf(ErrAuditUnavailable), g.Rule, ErrAuditUnavailable.Error())
 	}
 	out = out.WithContext(spanCtx)
 
@@ -111,7 +116,7 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 		reason := upstreamReason(err)
 		finish(Result{Status: http.StatusBadGateway, Err: errors.New(reason)})
 		p.log.Warn("upstream request failed", "agent", o.Agent, "host", host, "dst", o.Dst, "reason", reason)
-		return errorResponse(req, http.StatusBadGateway, g.Rule, "upstream failed: "+reason)
+		return errorResponse(req, statusOf(ErrUpstream), g.Rule, ErrUpstream.Error()+": "+reason)
 	}
 	if rw, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
 		// An upgraded connection (WebSocket) is relayed through the body as a ReadWriter.

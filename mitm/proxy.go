@@ -354,10 +354,21 @@ func (p *Proxy) handle(c *clientConn) {
 	}
 	// Intercepted: plain HTTP is decided per request, from the Host header. The HTTP server
 	// takes over (it bounds the handshake, headers and idle waits itself).
-	_ = c.SetReadDeadline(time.Time{})
 	var conn net.Conn = &agentConn{clientConn: c, r: r, s: s}
 	if s.tls {
-		conn = tls.Server(conn, p.agentTLS(s.sni))
+		tc := tls.Server(conn, p.agentTLS(s.sni))
+		_ = c.SetDeadline(time.Now().Add(p.cfg.HeaderTimeout))
+		if err := tc.Handshake(); err != nil {
+			p.log.Debug("agent TLS handshake failed", "agent", o.Agent, "host", s.sni, "err", err)
+			c.Close()
+			return
+		}
+		_ = c.SetDeadline(time.Time{})
+		conn = tc
+	}
+	if !s.tls || conn.(*tls.Conn).ConnectionState().NegotiatedProtocol != "h2" {
+		// HTTP/1.x: the server reads through a framing check (HTTP/2 frames its own).
+		conn = &framingConn{Conn: conn, s: s}
 	}
 	if !p.q.push(conn) {
 		c.reset()

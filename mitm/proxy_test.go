@@ -124,6 +124,7 @@ type harness struct {
 	rec       *fakeRecorder
 	logs      *bytes.Buffer
 	canary    string
+	upCA      *CA // issues the upstreams' certificates
 	mu        sync.Mutex
 	seenAuth  []string
 	seenHost  []string
@@ -159,6 +160,7 @@ func newHarness(t *testing.T, opts ...func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.upCA = upstreamCA
 	leaf, err := upstreamCA.Leaf("api.example.test")
 	if err != nil {
 		t.Fatal(err)

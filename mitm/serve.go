@@ -70,7 +70,11 @@ func (q *connQueue) Close() error {
 
 func (q *connQueue) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
 
-type sessionKey struct{}
+type (
+	sessionKey   struct{}
+	framingKey   struct{} // the request's *framingConn (HTTP/1.x)
+	ambiguousKey struct{} // set on a request with both Content-Length and Transfer-Encoding
+)
 
 func sessionOf(ctx context.Context) *session {
 	s, _ := ctx.Value(sessionKey{}).(*session)
@@ -101,6 +105,11 @@ func (p *Proxy) newServer() *http.Server {
 		if r.ProtoMajor == 1 {
 			// Let a request body and its response stream at the same time, as over h2.
 			_ = http.NewResponseController(w).EnableFullDuplex()
+			if fc, _ := r.Context().Value(framingKey{}).(*framingConn); fc != nil && fc.next() {
+				// Refused in serve (and audited); the connection's framing cannot be trusted.
+				w.Header().Set("Connection", "close")
+				r = r.WithContext(context.WithValue(r.Context(), ambiguousKey{}, true))
+			}
 		}
 		rp.ServeHTTP(w, r)
 	})
@@ -111,11 +120,13 @@ func (p *Proxy) newServer() *http.Server {
 		MaxHeaderBytes:    int(p.cfg.MaxHeaderBytes),
 		ErrorLog:          log.New(slogWriter{p.log}, "", 0),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if tc, ok := c.(*tls.Conn); ok {
-				c = tc.NetConn()
-			}
-			if ac, ok := c.(*agentConn); ok {
-				return context.WithValue(ctx, sessionKey{}, ac.s)
+			switch c := c.(type) {
+			case *framingConn:
+				return context.WithValue(context.WithValue(ctx, sessionKey{}, c.s), framingKey{}, c)
+			case *tls.Conn:
+				if ac, ok := c.NetConn().(*agentConn); ok {
+					return context.WithValue(ctx, sessionKey{}, ac.s)
+				}
 			}
 			return ctx
 		},

@@ -1,0 +1,406 @@
+package mitm
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// upstream starts a TLS server for api.example.test (certificate from the harness's upstream
+// CA) that offers h2 when h2 is set, and steers the harness's agent to it.
+func (h *harness) upstream(t *testing.T, h2 bool, fn http.HandlerFunc) *httptest.Server {
+	t.Helper()
+	up := httptest.NewUnstartedServer(fn)
+	up.EnableHTTP2 = h2
+	up.StartTLS()
+	t.Cleanup(up.Close)
+	leaf, err := h.upCA.Leaf("api.example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.TLS.Certificates = []tls.Certificate{*leaf}
+	h.steer.setDst(netip.MustParseAddrPort(up.Listener.Addr().String()))
+	return up
+}
+
+// h2client is an agent client that offers h2 and http/1.1, as curl and Go do.
+func (h *harness) h2client() *http.Client {
+	c := h.client("api.example.test")
+	tr := c.Transport.(*http.Transport)
+	tr.ForceAttemptHTTP2 = true
+	return c
+}
+
+func TestHTTP2NegotiatedOnEachSide(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		agentH2, upH2     bool
+		wantAgent, wantUp int
+	}{
+		{"h2 agent, h2 upstream", true, true, 2, 2},
+		{"h2 agent, http/1.1 upstream", true, false, 2, 1},
+		{"http/1.1 agent, h2 upstream", false, true, 1, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			var upProto atomic.Int32
+			var auth atomic.Value
+			h.upstream(t, tc.upH2, func(w http.ResponseWriter, r *http.Request) {
+				upProto.Store(int32(r.ProtoMajor))
+				auth.Store(r.Header.Get("Authorization"))
+				fmt.Fprint(w, "ok")
+			})
+			c := h.client("api.example.test")
+			if tc.agentH2 {
+				c = h.h2client()
+			}
+			resp, err := c.Get("https://api.example.test/v1/x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(body) != "ok" {
+				t.Fatalf("got %d %q", resp.StatusCode, body)
+			}
+			if resp.ProtoMajor != tc.wantAgent || int(upProto.Load()) != tc.wantUp {
+				t.Fatalf("agent side HTTP/%d, upstream side HTTP/%d; want %d and %d", resp.ProtoMajor, upProto.Load(), tc.wantAgent, tc.wantUp)
+			}
+			if auth.Load() != "Bearer "+h.canary {
+				t.Fatal("credential not injected")
+			}
+		})
+	}
+}
+
+// TestHTTP2FullDuplexWithTrailers is what a gRPC bidirectional stream needs: each message the
+// agent sends is answered before it sends the next, over one h2 stream, and the response
+// trailers arrive.
+func TestHTTP2FullDuplexWithTrailers(t *testing.T) {
+	h := newHarness(t)
+	var up atomic.Int32
+	h.upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		up.Store(int32(r.ProtoMajor))
+		w.Header().Set("Trailer", "Grpc-Status")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		br := bufio.NewReader(r.Body)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				break
+			}
+			fmt.Fprintf(w, "echo %s", line)
+			w.(http.Flusher).Flush()
+		}
+		w.Header().Set("Grpc-Status", "0")
+	})
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest(http.MethodPost, "https://api.example.test/v1/stream", pr)
+	resp, err := h.h2client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 || up.Load() != 2 {
+		t.Fatalf("agent HTTP/%d upstream HTTP/%d; want h2 on both", resp.ProtoMajor, up.Load())
+	}
+	br := bufio.NewReader(resp.Body)
+	for i := range 5 {
+		fmt.Fprintf(pw, "msg %d\n", i)
+		line, err := br.ReadString('\n')
+		if err != nil || line != fmt.Sprintf("echo msg %d\n", i) {
+			t.Fatalf("message %d: got %q %v", i, line, err)
+		}
+	}
+	pw.Close()
+	if rest, _ := io.ReadAll(br); len(rest) != 0 {
+		t.Fatalf("unexpected %q", rest)
+	}
+	if got := resp.Trailer.Get("Grpc-Status"); got != "0" {
+		t.Fatalf("trailer Grpc-Status %q; want 0", got)
+	}
+}
+
+func TestSSEIsNotBuffered(t *testing.T) {
+	for _, agentH2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("agent h2=%v", agentH2), func(t *testing.T) {
+			h := newHarness(t)
+			sent := make(chan time.Time, 10)
+			h.upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				for i := range 5 {
+					sent <- time.Now()
+					fmt.Fprintf(w, "data: %d\n\n", i)
+					w.(http.Flusher).Flush()
+					time.Sleep(100 * time.Millisecond)
+				}
+			})
+			c := h.client("api.example.test")
+			if agentH2 {
+				c = h.h2client()
+			}
+			resp, err := c.Get("https://api.example.test/v1/events")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			br := bufio.NewReader(resp.Body)
+			for i := range 5 {
+				line, err := br.ReadString('\n')
+				got := time.Now()
+				if err != nil || line != fmt.Sprintf("data: %d\n", i) {
+					t.Fatalf("event %d: %q %v", i, line, err)
+				}
+				br.ReadString('\n')
+				// Each event arrives before the upstream sends the next one (100 ms later).
+				if lag := got.Sub(<-sent); lag > 90*time.Millisecond {
+					t.Fatalf("event %d arrived %v after it was sent: buffered", i, lag)
+				}
+			}
+		})
+	}
+}
+
+func TestWebSocketThroughProxy(t *testing.T) {
+	h := newHarness(t)
+	var auth atomic.Value
+	h.upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		auth.Store(r.Header.Get("Authorization"))
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, msg, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			c.Write(r.Context(), typ, append([]byte("echo "), msg...))
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "wss://api.example.test/v1/ws", &websocket.DialOptions{
+		HTTPClient: h.client("api.example.test"),
+		HTTPHeader: http.Header{"Authorization": {"Bearer agent-dummy"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	for i := range 3 {
+		msg := fmt.Sprintf("frame %d", i)
+		if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		_, got, err := c.Read(ctx)
+		if err != nil || string(got) != "echo "+msg {
+			t.Fatalf("got %q %v", got, err)
+		}
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+	if auth.Load() != "Bearer "+h.canary {
+		t.Fatalf("upgrade request carried %q upstream; want the injected credential", auth.Load())
+	}
+}
+
+func TestRedirectsAreReturnedNotFollowed(t *testing.T) {
+	h := newHarness(t)
+	var hits atomic.Int32
+	h.upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		http.Redirect(w, r, "https://elsewhere.example.test/steal", http.StatusFound)
+	})
+	c := h.client("api.example.test")
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := c.Get("https://api.example.test/v1/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "https://elsewhere.example.test/steal" || hits.Load() != 1 {
+		t.Fatalf("got %d Location %q after %d upstream requests", resp.StatusCode, resp.Header.Get("Location"), hits.Load())
+	}
+}
+
+func TestHopByHopAndConnectionClose(t *testing.T) {
+	h := newHarness(t)
+	var newConns atomic.Int32
+	var seen atomic.Value
+	up := h.upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		seen.Store(r.Header.Clone())
+		fmt.Fprint(w, "ok")
+	})
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			newConns.Add(1)
+		}
+	}
+	// Three agent connections, each asking to close after its one request.
+	for range 3 {
+		c := h.dialTLS(t)
+		fmt.Fprint(c, "GET /v1/x HTTP/1.1\r\nHost: api.example.test\r\nConnection: close, X-Private\r\nX-Private: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic eDp5\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%v %v", resp, err)
+		}
+		resp.Body.Close()
+	}
+	if n := newConns.Load(); n != 1 {
+		t.Fatalf("the upstream saw %d connections for 3 agent connections that each sent Connection: close; want 1 pooled", n)
+	}
+	hdr := seen.Load().(http.Header)
+	for _, k := range []string{"X-Private", "Keep-Alive", "Proxy-Authorization", "Connection"} {
+		if hdr.Get(k) != "" {
+			t.Errorf("hop-by-hop header %s reached the upstream", k)
+		}
+	}
+}
+
+// rawExchange sends one raw request on a new intercepted connection and returns the response.
+func (h *harness) rawExchange(t *testing.T, raw string) (*http.Response, string) {
+	t.Helper()
+	c := h.dialTLS(t)
+	fmt.Fprint(c, raw)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+func TestOtherHostsAndLoopsAreRefused(t *testing.T) {
+	h := newHarness(t)
+	for _, tc := range []struct {
+		name, raw string
+		status    int
+	}{
+		{"absolute-form to another host", "GET https://evil.example.test/v1/x HTTP/1.1\r\nHost: api.example.test\r\n\r\n", 403},
+		{"CONNECT to another host", "CONNECT evil.example.test:443 HTTP/1.1\r\nHost: evil.example.test:443\r\n\r\n", 403},
+		{"CONNECT to the same host", "CONNECT api.example.test:443 HTTP/1.1\r\nHost: api.example.test:443\r\n\r\n", 403},
+		{"request that already went through wirken", "GET /v1/x HTTP/1.1\r\nHost: api.example.test\r\nVia: " + h.proxy.via + "\r\n\r\n", 508},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(h.auth())
+			resp, body := h.rawExchange(t, tc.raw)
+			if resp.StatusCode != tc.status || !strings.HasPrefix(body, "wirken: ") {
+				t.Fatalf("got %d %q; want %d", resp.StatusCode, body, tc.status)
+			}
+			if len(h.auth()) != before {
+				t.Fatal("the request reached the upstream")
+			}
+		})
+	}
+	if !strings.Contains(strings.Join(h.rec.kinds(), ","), "request.deny") {
+		t.Fatal("refusals not recorded")
+	}
+	if strings.Contains(fmt.Sprintf("%+v", h.rec.events), h.canary) {
+		t.Fatal("secret in audit events")
+	}
+
+	t.Run("destination is wirken's own listener", func(t *testing.T) {
+		h.steer.setDst(netip.MustParseAddrPort(h.proxyAddr))
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(h.ca.CertPEM())
+		if c, err := tls.Dial("tcp", h.proxyAddr, &tls.Config{ServerName: "api.example.test", RootCAs: roots}); err == nil {
+			c.Close()
+			t.Fatal("a connection steered to the proxy itself was served")
+		}
+		h.rec.mu.Lock()
+		last := h.rec.events[len(h.rec.events)-1]
+		h.rec.mu.Unlock()
+		if last.Kind != "conn.deny" || !strings.Contains(last.Reason, "loop") {
+			t.Fatalf("last event %+v; want a conn.deny for a loop", last)
+		}
+	})
+}
+
+func TestStatusOf(t *testing.T) {
+	for err, want := range map[error]int{
+		fmt.Errorf("rule r1: %w", ErrLimited): 429,
+		ErrAuditUnavailable:                   503,
+		fmt.Errorf("x: %w", ErrUpstream):      502,
+		ErrBadRequest:                         400,
+		ErrLoop:                               508,
+		fmt.Errorf("path not allowed"):        403,
+	} {
+		if got := statusOf(err); got != want {
+			t.Errorf("statusOf(%v) = %d; want %d", err, got, want)
+		}
+	}
+}
+
+func TestConflictingFramingIsRefused(t *testing.T) {
+	h := newHarness(t)
+	c := h.dialTLS(t)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	// Requests with bodies framed both ways keep the scan in step on a kept-alive connection.
+	for _, raw := range []string{
+		"POST /v1/a HTTP/1.1\r\nHost: api.example.test\r\nContent-Length: 5\r\n\r\nhello",
+		"POST /v1/b HTTP/1.1\r\nHost: api.example.test\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n",
+		"GET /v1/c HTTP/1.1\r\nHost: api.example.test\r\n\r\n",
+	} {
+		fmt.Fprint(c, raw)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%q: %v %v", raw[:12], resp, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	before := len(h.auth())
+	fmt.Fprint(c, "POST /v1/d HTTP/1.1\r\nHost: api.example.test\r\nContent-Length: 30\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /v1/smuggled HTTP/1.1\r\nHost: api.example.test\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 400 || !strings.Contains(string(body), "Content-Length and Transfer-Encoding") || !resp.Close {
+		t.Fatalf("got %d %q close=%v; want 400 and the connection closed", resp.StatusCode, body, resp.Close)
+	}
+	if len(h.auth()) != before {
+		t.Fatal("the ambiguous request (or what it smuggled) reached the upstream")
+	}
+	h.rec.mu.Lock()
+	last := h.rec.events[len(h.rec.events)-1]
+	h.rec.mu.Unlock()
+	if last.Kind != "request.deny" || last.Path != "/v1/d" {
+		t.Fatalf("last event %+v; want the refusal of /v1/d", last)
+	}
+}
+
+func TestFramingScanPipelined(t *testing.T) {
+	in := "POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc" +
+		"\r\nPOST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n1\r\nx\r\n0\r\n\r\n" +
+		"GET /c HTTP/1.1\r\nHost: x\r\n\r\n"
+	// Fed in every split, the scan finds the same three requests, the second ambiguous.
+	for cut := range len(in) {
+		fc := &framingConn{}
+		fc.scan([]byte(in[:cut]))
+		fc.scan([]byte(in[cut:]))
+		got := []bool{fc.next(), fc.next(), fc.next()}
+		if fmt.Sprint(got) != "[false true false]" || len(fc.conflict) != 0 || fc.state != fsHeader {
+			t.Fatalf("cut %d: %v (left %v, state %d)", cut, got, fc.conflict, fc.state)
+		}
+	}
+}
