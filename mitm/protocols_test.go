@@ -12,16 +12,19 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/wirken/wirken/policy"
 )
 
 // upstream starts a TLS server for api.example.test (certificate from the harness's upstream
 // CA) that offers h2 when h2 is set, and steers the harness's agent to it.
-func (h *harness) upstream(t *testing.T, h2 bool, fn http.HandlerFunc) *httptest.Server {
+func (h *harness) upstream(t testing.TB, h2 bool, fn http.HandlerFunc) *httptest.Server {
 	t.Helper()
 	up := httptest.NewUnstartedServer(fn)
 	up.EnableHTTP2 = h2
@@ -398,5 +401,148 @@ func TestFramingScanPipelined(t *testing.T) {
 		if fmt.Sprint(got) != "[false true false]" || len(fc.conflict) != 0 || fc.state != fsHeader {
 			t.Fatalf("cut %d: %v (left %v, state %d)", cut, got, fc.conflict, fc.state)
 		}
+	}
+}
+
+func TestUpstreamTLSSessionsAreResumed(t *testing.T) {
+	h := newHarness(t)
+	var resumed []bool
+	var mu sync.Mutex
+	h.upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		resumed = append(resumed, r.TLS.DidResume)
+		mu.Unlock()
+	})
+	c := h.client("api.example.test")
+	for range 2 {
+		if code, _, _, err := get(t, c, "https://api.example.test/v1/x", nil); err != nil || code != 200 {
+			t.Fatalf("%d %v", code, err)
+		}
+		h.proxy.CloseIdle() // the next request needs a new upstream connection
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(resumed) != "[false true]" {
+		t.Fatalf("upstream handshakes resumed: %v; want the second one resumed", resumed)
+	}
+}
+
+func TestPlainHTTPIsBoundToTheDestination(t *testing.T) {
+	h := newHarness(t)
+	var hits atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		fmt.Fprintf(w, "plain %s auth=%q", r.URL.Path, r.Header.Get("Authorization"))
+	}))
+	t.Cleanup(up.Close)
+	dst := netip.MustParseAddrPort(up.Listener.Addr().String())
+	h.steer.setDst(dst)
+	port := fmt.Sprint(dst.Port())
+	exchange := func(raw string) (int, string) {
+		t.Helper()
+		c, err := net.Dial("tcp", h.proxyAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprint(c, raw)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	// localhost is an address of the destination (127.0.0.1): served, with no credential.
+	if code, body := exchange("GET /plain/x HTTP/1.1\r\nHost: localhost:" + port + "\r\n\r\n"); code != 200 || body != `plain /plain/x auth=""` {
+		t.Fatalf("got %d %q", code, body)
+	}
+	// The credentialed host over plain HTTP, and a name the destination is not an address of,
+	// are refused before anything is sent.
+	for _, raw := range []string{
+		"GET /v1/x HTTP/1.1\r\nHost: api.example.test:" + port + "\r\n\r\n",
+		"GET /plain/x HTTP/1.1\r\nHost: localhost:1\r\n\r\n",
+	} {
+		if code, body := exchange(raw); code != 403 || !strings.HasPrefix(body, "wirken: ") {
+			t.Fatalf("%q: got %d %q", raw, code, body)
+		}
+	}
+	// localhost toward an address that is not localhost's.
+	h.steer.setDst(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), dst.Port()))
+	if code, body := exchange("GET /plain/x HTTP/1.1\r\nHost: localhost:" + port + "\r\n\r\n"); code != 403 || !strings.Contains(body, "not an address of localhost") {
+		t.Fatalf("Host bound to another address: got %d %q", code, body)
+	}
+	if hits.Load() != 1 {
+		t.Fatalf("the upstream got %d requests; want only the allowed one", hits.Load())
+	}
+}
+
+// ipPolicy adds a passthrough rule for one address to the fake policy.
+type ipPolicy struct {
+	fakePolicy
+	addr string
+}
+
+func (p *ipPolicy) Decide(agent, host string, port uint16) policy.Decision {
+	if host == p.addr {
+		return policy.Decision{Mode: policy.Passthrough, Rule: "raw"}
+	}
+	return p.fakePolicy.Decide(agent, host, port)
+}
+
+func TestOtherTCPOnlyByPassthroughRule(t *testing.T) {
+	// A server that speaks first, as SMTP or MySQL do, then echoes.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				fmt.Fprint(c, "220 ready\n")
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	dst := netip.MustParseAddrPort(ln.Addr().String())
+	talk := func(h *harness) (string, error) {
+		h.steer.setDst(dst)
+		c, err := net.Dial("tcp", h.proxyAddr)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		br := bufio.NewReader(c)
+		banner, err := br.ReadString('\n')
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprint(c, "PING\n")
+		echo, err := br.ReadString('\n')
+		return banner + echo, err
+	}
+
+	with := newHarness(t, func(c *Config) { c.Policy = &ipPolicy{fakePolicy: *c.Policy.(*fakePolicy), addr: "127.0.0.1"} })
+	if got, err := talk(with); err != nil || got != "220 ready\nPING\n" {
+		t.Fatalf("with a passthrough rule for the address: %q %v", got, err)
+	}
+	if !strings.Contains(strings.Join(with.rec.kinds(), ","), "conn.passthrough") {
+		t.Fatal("the spliced connection was not recorded")
+	}
+
+	without := newHarness(t, func(c *Config) { c.PeekTimeout = 300 * time.Millisecond })
+	if got, err := talk(without); err == nil {
+		t.Fatalf("without a rule the connection was served: %q", got)
+	}
+	if k := without.rec.kinds(); len(k) == 0 || k[len(k)-1] != "conn.deny" {
+		t.Fatalf("events %v; want a conn.deny", k)
 	}
 }

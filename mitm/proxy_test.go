@@ -67,6 +67,9 @@ func (f *fakePolicy) Authorize(r policy.Request) policy.Grant {
 	if r.Agent == "demo" && r.Host == "api.example.test" && strings.HasPrefix(r.Path, "/v1/") {
 		return policy.Grant{Allow: true, Rule: "r1", Credential: f.cred}
 	}
+	if r.Agent == "demo" && r.Host == "localhost" && strings.HasPrefix(r.Path, "/plain/") {
+		return policy.Grant{Allow: true, Rule: "plain"} // no credential: plain HTTP never gets one
+	}
 	return policy.Grant{Rule: "r1", Reason: "path " + r.Path + " is not allowed"}
 }
 
@@ -136,7 +139,7 @@ func (h *harness) auth() []string {
 	return append([]string(nil), h.seenAuth...)
 }
 
-func newHarness(t *testing.T, opts ...func(*Config)) *harness {
+func newHarness(t testing.TB, opts ...func(*Config)) *harness {
 	t.Helper()
 	b := make([]byte, 16)
 	rand.Read(b)

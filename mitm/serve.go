@@ -95,6 +95,7 @@ func (p *Proxy) newServer() *http.Server {
 		},
 		Transport:     roundTripperFunc(p.roundTrip),
 		FlushInterval: -1, // every write reaches the agent at once: SSE, gRPC, chunked streams
+		BufferPool:    copyBuffers{},
 		ErrorLog:      log.New(slogWriter{p.log}, "", 0),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			p.log.Warn("proxying failed", "err", upstreamReason(err))
@@ -166,4 +167,17 @@ type slogWriter struct{ l *slog.Logger }
 func (w slogWriter) Write(b []byte) (int, error) {
 	w.l.Debug(string(b), "component", "http")
 	return len(b), nil
+}
+
+// copyBuffers reuses ReverseProxy's body copy buffers (32 KiB each) across requests.
+type copyBuffers struct{}
+
+var copyBufferPool = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
+func (copyBuffers) Get() []byte { return copyBufferPool.Get().(*[32 << 10]byte)[:] }
+
+func (copyBuffers) Put(b []byte) {
+	if cap(b) == 32<<10 {
+		copyBufferPool.Put((*[32 << 10]byte)(b[:32<<10]))
+	}
 }
