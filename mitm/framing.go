@@ -16,9 +16,10 @@ type framingConn struct {
 	net.Conn
 	s *session
 
-	// Scanner state, touched only by Read (the server reads a connection from one goroutine
-	// at a time).
+	// Scanner state, under mu: the server's background read may run while a handler asks.
+	mu      sync.Mutex
 	state   framingState
+	skipped bool // bytes went by unscanned while paused
 	line    []byte
 	n       int64 // bytes left in the body or chunk
 	inReq   bool  // a request line has been read in this header block
@@ -28,7 +29,6 @@ type framingConn struct {
 	upgrade bool
 	cl      int64
 
-	mu       sync.Mutex
 	conflict []bool // one per request header seen, oldest first
 }
 
@@ -41,7 +41,8 @@ const (
 	fsChunkData                     // n bytes of chunk data left
 	fsChunkCRLF                     // the line ending after chunk data
 	fsTrailer                       // trailer fields after the last chunk
-	fsRaw                           // after an upgrade request, or lost: no more scanning
+	fsPaused                        // after an upgrade request, until its response is known
+	fsRaw                           // lost: no more scanning
 )
 
 // maxFramingLine bounds what the scanner holds of one line; net/http refuses longer headers.
@@ -49,10 +50,32 @@ const maxFramingLine = 64 << 10
 
 func (c *framingConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	if n > 0 && c.state != fsRaw {
-		c.scan(b[:n])
+	if n > 0 {
+		c.mu.Lock()
+		switch c.state {
+		case fsRaw:
+		case fsPaused:
+			c.skipped = true
+		default:
+			c.scan(b[:n])
+		}
+		c.mu.Unlock()
 	}
 	return n, err
+}
+
+// resume follows the framing again after an upgrade request was answered without switching
+// protocols. If the client sent more while the answer was pending, the scan has lost its
+// place and stops.
+func (c *framingConn) resume() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == fsPaused {
+		c.state = fsHeader
+		if c.skipped {
+			c.state = fsRaw
+		}
+	}
 }
 
 // next reports whether the oldest request not yet asked about had conflicting framing.
@@ -68,7 +91,7 @@ func (c *framingConn) next() bool {
 }
 
 func (c *framingConn) scan(p []byte) {
-	for len(p) > 0 && c.state != fsRaw {
+	for len(p) > 0 && c.state != fsRaw && c.state != fsPaused {
 		switch c.state {
 		case fsBody, fsChunkData:
 			k := int64(len(p))
@@ -157,12 +180,10 @@ func (c *framingConn) headerLine(l []byte) {
 		return
 	}
 	// End of the header block.
-	c.mu.Lock()
 	c.conflict = append(c.conflict, c.hasCL && c.hasTE)
-	c.mu.Unlock()
 	switch {
 	case c.upgrade:
-		c.state = fsRaw // what follows may be another protocol
+		c.state = fsPaused // what follows may be another protocol
 	case c.hasTE && c.chunked:
 		c.state = fsChunkSize
 	case c.hasTE:

@@ -358,10 +358,12 @@ func TestConflictingFramingIsRefused(t *testing.T) {
 		"POST /v1/a HTTP/1.1\r\nHost: api.example.test\r\nContent-Length: 5\r\n\r\nhello",
 		"POST /v1/b HTTP/1.1\r\nHost: api.example.test\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n",
 		"GET /v1/c HTTP/1.1\r\nHost: api.example.test\r\n\r\n",
+		// An upgrade that is refused: the connection goes on, and so does the scan.
+		"GET /admin HTTP/1.1\r\nHost: api.example.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
 	} {
 		fmt.Fprint(c, raw)
 		resp, err := http.ReadResponse(br, nil)
-		if err != nil || resp.StatusCode != 200 {
+		if want := map[bool]int{true: 403, false: 200}[strings.Contains(raw, "/admin")]; err != nil || resp.StatusCode != want {
 			t.Fatalf("%q: %v %v", raw[:12], resp, err)
 		}
 		io.Copy(io.Discard, resp.Body)

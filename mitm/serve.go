@@ -98,15 +98,19 @@ func (p *Proxy) newServer() *http.Server {
 		BufferPool:    copyBuffers{},
 		ErrorLog:      log.New(slogWriter{p.log}, "", 0),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if fc, _ := r.Context().Value(framingKey{}).(*framingConn); fc != nil {
+				fc.resume()
+			}
 			p.log.Warn("proxying failed", "err", upstreamReason(err))
 			writeError(w, http.StatusBadGateway, "", "upstream failed: "+upstreamReason(err))
 		},
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ProtoMajor == 1 {
+		fc, _ := r.Context().Value(framingKey{}).(*framingConn)
+		if fc != nil {
 			// Let a request body and its response stream at the same time, as over h2.
 			_ = http.NewResponseController(w).EnableFullDuplex()
-			if fc, _ := r.Context().Value(framingKey{}).(*framingConn); fc != nil && fc.next() {
+			if fc.next() {
 				// Refused in serve (and audited); the connection's framing cannot be trusted.
 				w.Header().Set("Connection", "close")
 				r = r.WithContext(context.WithValue(r.Context(), ambiguousKey{}, true))
@@ -116,7 +120,7 @@ func (p *Proxy) newServer() *http.Server {
 	})
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: p.cfg.HeaderTimeout, // also bounds the TLS handshake
+		ReadHeaderTimeout: p.cfg.HeaderTimeout, // the TLS handshake is bounded in handle
 		IdleTimeout:       p.cfg.IdleTimeout,
 		MaxHeaderBytes:    int(p.cfg.MaxHeaderBytes),
 		ErrorLog:          log.New(slogWriter{p.log}, "", 0),
@@ -158,7 +162,11 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 	if s == nil {
 		return nil, errors.New("mitm: request without a session")
 	}
-	return p.serve(req, s), nil
+	resp := p.serve(req, s)
+	if fc, _ := req.Context().Value(framingKey{}).(*framingConn); fc != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+		fc.resume() // before the agent sees the answer and sends its next request
+	}
+	return resp, nil
 }
 
 // slogWriter turns net/http's log lines into debug records.
