@@ -2,8 +2,10 @@ package mitm
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -23,12 +25,13 @@ func (r *countingRecorder) Begin(ctx context.Context, _ Event) (context.Context,
 // secret injection, audit begin/finish, pooled upstream TLS, response streamed back) with a
 // loopback upstream in the same process. The agent connection is kept alive, as an SDK's is.
 // Allocations include the in-process agent client and upstream.
-func benchmarkProxy(b *testing.B, agentH2, upH2 bool, parallel bool) {
+// With direct set, the client goes straight to the upstream instead: the baseline to divide by.
+func benchmarkProxy(b *testing.B, agentH2, upH2, parallel, direct bool) {
 	rec := &countingRecorder{}
 	h := newHarness(b, func(c *Config) { c.Recorder = rec })
 	body := []byte(`{"id":"x","choices":[{"text":"ok"}]}`)
-	h.upstream(b, upH2, func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+h.canary {
+	up := h.upstream(b, upH2, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+h.canary && !direct {
 			w.WriteHeader(500)
 			return
 		}
@@ -39,7 +42,17 @@ func benchmarkProxy(b *testing.B, agentH2, upH2 bool, parallel bool) {
 	if agentH2 {
 		c = h.h2client()
 	}
-	c.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+	tr := c.Transport.(*http.Transport)
+	tr.MaxIdleConnsPerHost = 64
+	if direct {
+		// The baseline: the same client straight to the upstream, trusting its CA.
+		addr := up.Listener.Addr().String()
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		}
+		tr.TLSClientConfig.RootCAs = x509.NewCertPool()
+		tr.TLSClientConfig.RootCAs.AppendCertsFromPEM(h.upCA.CertPEM())
+	}
 	do := func() error {
 		resp, err := c.Get("https://api.example.test/v1/chat")
 		if err != nil {
@@ -74,12 +87,14 @@ func benchmarkProxy(b *testing.B, agentH2, upH2 bool, parallel bool) {
 		}
 	}
 	b.StopTimer()
-	if rec.begun.Load() < int64(b.N) || rec.denied.Load() != 0 {
+	if !direct && rec.begun.Load() < int64(b.N) || rec.denied.Load() != 0 {
 		b.Fatalf("recorded %d requests and %d denials for %d", rec.begun.Load(), rec.denied.Load(), b.N)
 	}
 }
 
-func BenchmarkProxyH1(b *testing.B)         { benchmarkProxy(b, false, false, false) }
-func BenchmarkProxyH2(b *testing.B)         { benchmarkProxy(b, true, true, false) }
-func BenchmarkProxyH1Parallel(b *testing.B) { benchmarkProxy(b, false, false, true) }
-func BenchmarkProxyH2Parallel(b *testing.B) { benchmarkProxy(b, true, true, true) }
+func BenchmarkProxyH1(b *testing.B)         { benchmarkProxy(b, false, false, false, false) }
+func BenchmarkProxyH2(b *testing.B)         { benchmarkProxy(b, true, true, false, false) }
+func BenchmarkProxyH1Parallel(b *testing.B) { benchmarkProxy(b, false, false, true, false) }
+func BenchmarkProxyH2Parallel(b *testing.B) { benchmarkProxy(b, true, true, true, false) }
+func BenchmarkDirectH1(b *testing.B)        { benchmarkProxy(b, false, false, false, true) }
+func BenchmarkDirectH2(b *testing.B)        { benchmarkProxy(b, true, true, false, true) }
