@@ -71,10 +71,7 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	if port != "" {
 		out.Host = net.JoinHostPort(host, port)
 	}
-	out.URL.Scheme, out.URL.Host = "http", out.Host
-	if s.tls {
-		out.URL.Scheme = "https"
-	}
+	out.URL.Host = out.Host // the scheme was set from the connection (roundTrip)
 	out.Close = false // an agent's Connection: close must not tear down the pooled upstream connection
 	out.Header.Add("Via", p.via)
 	if c := g.Credential; c != nil {

@@ -480,6 +480,11 @@ func TestPlainHTTPIsBoundToTheDestination(t *testing.T) {
 	if hits.Load() != 1 {
 		t.Fatalf("the upstream got %d requests; want only the allowed one", hits.Load())
 	}
+	h.rec.mu.Lock()
+	defer h.rec.mu.Unlock()
+	if u := h.rec.events[0].URL; u != "http://localhost:"+port+"/plain/x" {
+		t.Fatalf("audited URL %q; want the plain http one", u)
+	}
 }
 
 // ipPolicy adds a passthrough rule for one address to the fake policy.

@@ -162,6 +162,11 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 	if s == nil {
 		return nil, errors.New("mitm: request without a session")
 	}
+	// The scheme the agent used (a server request has none): it is on the audit record's URL.
+	req.URL.Scheme = "https"
+	if !s.tls {
+		req.URL.Scheme = "http"
+	}
 	resp := p.serve(req, s)
 	if fc, _ := req.Context().Value(framingKey{}).(*framingConn); fc != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 		fc.resume() // before the agent sees the answer and sends its next request
