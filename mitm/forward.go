@@ -71,8 +71,9 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	if port != "" {
 		out.Host = net.JoinHostPort(host, port)
 	}
-	out.URL.Host = out.Host // the scheme was set from the connection (roundTrip)
-	out.Close = false       // an agent's Connection: close must not tear down the pooled upstream connection
+	// The scheme was set from the connection (roundTrip).
+	out.URL.Host = out.Host
+	out.Close = false // an agent's Connection: close must not tear down the pooled upstream connection
 	out.Header.Add("Via", p.via)
 	if c := g.Credential; c != nil {
 		// The agent holds no real secret, so its own credentials toward a credentialed host can
