@@ -64,6 +64,9 @@ func (c *framingConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// CloseWrite lets the server half-close the agent side, as it does on a bare connection.
+func (c *framingConn) CloseWrite() error { return closeWrite(c.Conn) }
+
 // resume follows the framing again after an upgrade request was answered without switching
 // protocols. If the client sent more while the answer was pending, the scan has lost its
 // place and stops.

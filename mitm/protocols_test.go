@@ -507,18 +507,14 @@ func TestOtherTCPOnlyByPassthroughRule(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				fmt.Fprint(c, "220 ready\n")
-				io.Copy(c, c)
-			}()
+	go func() { // one connection: only the one with a rule gets here
+		c, err := ln.Accept()
+		if err != nil {
+			return
 		}
+		defer c.Close()
+		fmt.Fprint(c, "220 ready\n")
+		io.Copy(c, c)
 	}()
 	dst := netip.MustParseAddrPort(ln.Addr().String())
 	talk := func(h *harness) (string, error) {
@@ -578,4 +574,21 @@ func FuzzFramingScan(f *testing.F) {
 			t.Fatalf("holds a %d-byte line", len(whole.line))
 		}
 	})
+}
+
+// A short first message that is neither TLS nor HTTP is refused at once, not after the peek
+// timeout (which here is longer than the test waits).
+func TestShortFirstMessageIsNotHeld(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.PeekTimeout = time.Minute })
+	c, err := net.Dial("tcp", h.proxyAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprint(c, "PING\n")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	if err == nil || strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("read after a short non-HTTP message: %v; want the connection refused", err)
+	}
 }

@@ -271,7 +271,7 @@ func agentClient(args []string) int {
 
 // protoEnv is a daemon whose policy also lets agent demo reach api.example.test on any path,
 // with the credential, and the protocol upstream behind 127.0.0.4.
-func protoEnv(t *testing.T) (*env, *protoUpstream, string) {
+func protoEnv(t *testing.T, extraRules string) (*env, *protoUpstream, string) {
 	e := newEnv(t)
 	up := startProtoUpstream(t, e.upCA.leaf(t, "api.example.test"))
 	pol := filepath.Join(e.dir, "policy.toml")
@@ -279,14 +279,7 @@ func protoEnv(t *testing.T) (*env, *protoUpstream, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	write(t, pol, append(b, `
-[[rules]]
-name = "demo-protocols"
-agent = "demo"
-hosts = ["api.example.test"]
-ports = [443]
-credential = "api"
-`...))
+	write(t, pol, append(b, agentRule("demo-protocols", "api.example.test", 443, `credential = "api"`)+extraRules...))
 	e.wirken(nil, "reload").mustSucceed(t)
 	// The test binary, copied where the agent user can run it.
 	self, err := os.Executable()
@@ -302,6 +295,11 @@ credential = "api"
 		t.Fatal(err)
 	}
 	return e, up, bin
+}
+
+// agentRule is a policy rule for agent demo to host:port, with extra keys.
+func agentRule(name, host string, port int, extra string) string {
+	return fmt.Sprintf("\n[[rules]]\nname = %q\nagent = \"demo\"\nhosts = [%q]\nports = [%d]\n%s\n", name, host, port, extra)
 }
 
 func protoCurl(path string, extra ...string) []string {
@@ -333,7 +331,7 @@ func (e *env) daemonMem(t *testing.T) (hwm, rss int64) {
 }
 
 func TestProtocols(t *testing.T) {
-	e, up, bin := protoEnv(t)
+	e, up, bin := protoEnv(t, "")
 	want := "Bearer " + e.canary
 	injected := func(t *testing.T, path string) {
 		t.Helper()
@@ -524,6 +522,107 @@ fetch("https://api.example.test/echo/node").then(r => r.text().then(t => console
 			if len(text) == 0 || strings.Contains(text, e.canary) {
 				t.Errorf("the %s is empty or holds the secret", name)
 			}
+		}
+	})
+}
+
+// tcpEcho listens on addr, greets each connection first (as SMTP does), then echoes.
+func tcpEcho(t *testing.T, addr string) *countingListener {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listening on %s: %v", addr, err)
+	}
+	cl := &countingListener{Listener: ln}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := cl.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				fmt.Fprint(c, "220 ready\n")
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return cl
+}
+
+func TestPlainHTTPAndOtherTCP(t *testing.T) {
+	e, _, _ := protoEnv(t, agentRule("demo-plain", "localhost", 80, "")+
+		agentRule("demo-raw", "127.0.0.5", 7000, `mode = "passthrough"`))
+	var mu sync.Mutex
+	var plainAuth []string
+	ln, err := net.Listen("tcp", "127.0.0.1:80")
+	if err != nil {
+		t.Fatalf("plain upstream on 127.0.0.1:80: %v", err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		plainAuth = append(plainAuth, r.Header.Get("Authorization"))
+		mu.Unlock()
+		fmt.Fprintf(w, "plain %s %s", r.Host, r.URL.Path)
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	raw := tcpEcho(t, "127.0.0.5:7000")
+	unruled := tcpEcho(t, "127.0.0.5:7001")
+
+	t.Run("plain HTTP on port 80 through the policy", func(t *testing.T) {
+		r := e.asAgent("curl", "-sS", "--max-time", "20", "--fail", "http://localhost/plain").mustSucceed(t)
+		if r.stdout != "plain localhost /plain" {
+			t.Fatalf("curl got %q", r.stdout)
+		}
+		// A name the destination is not an address of, and the credentialed host in clear.
+		for _, args := range [][]string{
+			{"--resolve", "localhost:80:127.0.0.5", "http://localhost/plain"},
+			{"--resolve", "api.example.test:80:127.0.0.1", "http://api.example.test/echo"},
+		} {
+			r := e.asAgent(append([]string{"curl", "-sS", "-i", "--max-time", "20"}, args...)...)
+			if !strings.Contains(r.stdout, " 403 ") || !strings.Contains(r.stdout, "wirken: ") {
+				t.Fatalf("%v: want 403 with a wirken: reason; got %q %q", args, r.stdout, r.stderr)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(plainAuth) != 1 || plainAuth[0] != "" {
+			t.Fatalf("the plain upstream saw Authorization %q; want one request, with none", plainAuth)
+		}
+	})
+
+	t.Run("other TCP only by an explicit passthrough rule", func(t *testing.T) {
+		script := `
+import socket, sys
+s = socket.create_connection(("127.0.0.5", int(sys.argv[1])), timeout=10)
+f = s.makefile("rwb")
+banner = f.readline()
+f.write(b"PING\n"); f.flush()
+print((banner + f.readline()).decode(), end="")
+`
+		r := e.asAgent("/usr/bin/python3", "-c", script, "7000").mustSucceed(t)
+		if r.stdout != "220 ready\nPING\n" {
+			t.Fatalf("through the passthrough rule got %q", r.stdout)
+		}
+		if raw.accepted.Load() != 1 {
+			t.Fatalf("the ruled server accepted %d connections; want 1", raw.accepted.Load())
+		}
+		// This client speaks first, so the refusal does not wait for the peek timeout.
+		r = e.asAgent("/usr/bin/python3", "-c", `import socket; s = socket.create_connection(("127.0.0.5", 7001), timeout=10); s.sendall(b"PING\n"); print(s.recv(100))`)
+		if r.code == 0 || unruled.accepted.Load() != 0 {
+			t.Fatalf("without a rule: exit %d, %q; the server accepted %d", r.code, r.stdout, unruled.accepted.Load())
+		}
+		var spliced, denied bool
+		for _, rec := range e.records("conn.passthrough") {
+			spliced = spliced || rec["rule"] == "demo-raw"
+		}
+		for _, rec := range e.records("conn.deny") {
+			denied = denied || strings.HasSuffix(fmt.Sprint(rec["dst"]), ":7001")
+		}
+		if !spliced || !denied {
+			t.Fatalf("audit: passthrough by the rule %v, denial of :7001 %v", spliced, denied)
 		}
 	})
 }
