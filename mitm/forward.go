@@ -333,7 +333,7 @@ func (p *pool) transport(k poolKey) *http.Transport {
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, "tcp", addr)
 		},
-		MaxIdleConnsPerHost:   1024, // goproxy's default transport keeps 2: far too few (perf.md)
+		MaxIdleConnsPerHost:   1024, // net/http's default keeps 2 per host: far too few (perf.md)
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: p.headerTimeout,
