@@ -138,18 +138,25 @@ func TestHTTP2FullDuplexWithTrailers(t *testing.T) {
 	}
 }
 
+// TestSSEIsNotBuffered: the upstream sends the next event only once the agent has received the
+// previous one, so a proxy that held events back would stall the stream.
 func TestSSEIsNotBuffered(t *testing.T) {
 	for _, agentH2 := range []bool{false, true} {
 		t.Run(fmt.Sprintf("agent h2=%v", agentH2), func(t *testing.T) {
 			h := newHarness(t)
-			sent := make(chan time.Time, 10)
+			ack := make(chan struct{})
+			var stalled atomic.Int32
 			h.upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Content-Type", "text/event-stream")
 				for i := range 5 {
-					sent <- time.Now()
 					fmt.Fprintf(w, "data: %d\n\n", i)
 					w.(http.Flusher).Flush()
-					time.Sleep(100 * time.Millisecond)
+					select {
+					case <-ack:
+					case <-time.After(5 * time.Second):
+						stalled.Store(int32(i) + 1)
+						return
+					}
 				}
 			})
 			c := h.client("api.example.test")
@@ -164,15 +171,14 @@ func TestSSEIsNotBuffered(t *testing.T) {
 			br := bufio.NewReader(resp.Body)
 			for i := range 5 {
 				line, err := br.ReadString('\n')
-				got := time.Now()
 				if err != nil || line != fmt.Sprintf("data: %d\n", i) {
 					t.Fatalf("event %d: %q %v", i, line, err)
 				}
 				br.ReadString('\n')
-				// Each event arrives before the upstream sends the next one (100 ms later).
-				if lag := got.Sub(<-sent); lag > 90*time.Millisecond {
-					t.Fatalf("event %d arrived %v after it was sent: buffered", i, lag)
+				if s := stalled.Load(); s != 0 {
+					t.Fatalf("event %d was held back by the proxy until the upstream gave up", s-1)
 				}
+				ack <- struct{}{}
 			}
 		})
 	}
@@ -241,16 +247,21 @@ func TestHopByHopAndConnectionClose(t *testing.T) {
 	h := newHarness(t)
 	var mu sync.Mutex
 	conns := map[string]bool{} // upstream connections, by the proxy's address on them
+	var asked atomic.Int32     // upstream requests that asked to close their connection
 	var seen atomic.Value
 	h.upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
 		seen.Store(r.Header.Clone())
 		mu.Lock()
 		conns[r.RemoteAddr] = true
 		mu.Unlock()
+		if r.Close {
+			asked.Add(1)
+		}
 		fmt.Fprint(w, "ok")
 	})
-	// Three agent connections, each asking to close after its one request.
-	for range 3 {
+	// Four agent connections, each asking to close after its one request.
+	const agents = 4
+	for range agents {
 		c := h.dialTLS(t)
 		fmt.Fprint(c, "GET /v1/x HTTP/1.1\r\nHost: api.example.test\r\nConnection: close, X-Private\r\nX-Private: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic eDp5\r\n\r\n")
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -263,8 +274,10 @@ func TestHopByHopAndConnectionClose(t *testing.T) {
 	mu.Lock()
 	n := len(conns)
 	mu.Unlock()
-	if n != 1 {
-		t.Fatalf("the upstream saw %d connections for 3 agent connections that each sent Connection: close; want 1 pooled", n)
+	// The transport hands a connection back to its pool just after the body ends, so a quick
+	// next request may still open a second one; a propagated close would open one each.
+	if asked.Load() != 0 || n >= agents {
+		t.Fatalf("%d upstream requests asked to close; the upstream saw %d connections for %d agent connections that each sent Connection: close", asked.Load(), n, agents)
 	}
 	hdr := seen.Load().(http.Header)
 	for _, k := range []string{"X-Private", "Keep-Alive", "Proxy-Authorization", "Connection"} {
