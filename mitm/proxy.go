@@ -91,7 +91,7 @@ type Config struct {
 	Logger        *slog.Logger
 	// PeekTimeout bounds how long a new connection may take to send its first bytes.
 	PeekTimeout time.Duration
-	// HeaderTimeout bounds the TLS handshake plus the first request's header.
+	// HeaderTimeout bounds the agent's TLS handshake, and then each request's header.
 	HeaderTimeout time.Duration
 	// IdleTimeout bounds how long a kept-alive connection may wait for its next request.
 	IdleTimeout time.Duration
