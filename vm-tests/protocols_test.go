@@ -52,6 +52,12 @@ func (u *protoUpstream) seen(path string) []string {
 	return append([]string(nil), u.auth[path]...)
 }
 
+func (u *protoUpstream) protoOf(path string) string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.proto[path]
+}
+
 // rawCodec carries gRPC messages as plain bytes, so the test needs no generated code.
 type rawCodec struct{}
 
@@ -397,6 +403,9 @@ print(r.status, r.read().decode())
 		}
 		injected(t, "/wirken.test.Echo/Unary")
 		injected(t, "/wirken.test.Echo/Bidi")
+		if p := up.protoOf("/wirken.test.Echo/Bidi"); p != "HTTP/2.0" {
+			t.Fatalf("the stream reached the upstream over %s", p)
+		}
 	})
 
 	t.Run("WebSocket", func(t *testing.T) {
@@ -405,6 +414,9 @@ print(r.status, r.read().decode())
 			t.Fatalf("WebSocket client got %q", r.stdout)
 		}
 		injected(t, "/echo/ws")
+		if p := up.protoOf("/echo/ws"); p != "HTTP/1.1" {
+			t.Fatalf("the upgrade reached the upstream over %s; WebSocket needs HTTP/1.1", p)
+		}
 	})
 
 	t.Run("node fetch", func(t *testing.T) {
