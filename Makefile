@@ -7,7 +7,7 @@ CONFIG  ?= configs/wirken.toml
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 # Debian packages the tests and `make generate` need.
-DEB_PKGS := clang-14 llvm-14 libbpf-dev curl iproute2 ca-certificates swtpm softhsm2 gcc python3-botocore
+DEB_PKGS := clang-14 llvm-14 libbpf-dev curl iproute2 ca-certificates swtpm softhsm2 gcc python3 python3-botocore
 # The qemu runner of make test-vm (cpio checks its initramfs writer).
 DEB_PKGS += qemu-system-x86 cpio
 

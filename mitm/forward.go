@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -18,30 +17,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/elazarl/goproxy"
-
 	"github.com/wirken/wirken/policy"
 )
-
-// RuleHeader names the rule behind a response wirken generated itself.
-const RuleHeader = "X-Wirken-Rule"
-
-// roundTrip runs for every request on an intercepted connection: authorize, audit, inject,
-// forward. It never returns an error: every failure becomes a response whose body starts with
-// "wirken:", so the agent and its operator can tell why.
-func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Response, error) {
-	s := ctx.UserData.(*session)
-	s.conn.serving()
-	resp := p.serve(req, s)
-	if _, upgraded := resp.Body.(io.Writer); !upgraded {
-		if cb, ok := resp.Body.(*countingBody); ok {
-			cb.next = func() { s.conn.awaitRequest(p.cfg.IdleTimeout) }
-		} else {
-			s.conn.awaitRequest(p.cfg.IdleTimeout)
-		}
-	}
-	return resp, nil
-}
 
 func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	o := s.origin
@@ -55,7 +32,13 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	// was for, on the port the agent connected to (no domain fronting).
 	switch {
 	case !ok:
-		return p.refuse(req, ev, http.StatusBadRequest, "", "malformed Host header")
+		return p.refuse(req, ev, statusOf(ErrBadRequest), "", "malformed Host header")
+	case req.Context().Value(ambiguousKey{}) != nil:
+		return p.refuse(req, ev, statusOf(ErrBadRequest), "", "both Content-Length and Transfer-Encoding")
+	case req.Method == http.MethodConnect:
+		return p.refuse(req, ev, http.StatusForbidden, "", "CONNECT is not forwarded")
+	case p.looped(req):
+		return p.refuse(req, ev, statusOf(ErrLoop), "", "request came back to wirken (proxy loop)")
 	case s.tls && host != s.sni:
 		return p.refuse(req, ev, http.StatusForbidden, "", "Host does not match the TLS server name")
 	case port != "" && port != strconv.Itoa(int(o.Dst.Port())):
@@ -91,7 +74,10 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	if port != "" {
 		out.Host = net.JoinHostPort(host, port)
 	}
+	// The scheme was set from the connection (roundTrip).
+	out.URL.Host = out.Host
 	out.Close = false // an agent's Connection: close must not tear down the pooled upstream connection
+	out.Header.Add("Via", p.via)
 	if c := g.Credential; c != nil {
 		if resp := p.injectCredential(req, out, c, host, &ev); resp != nil {
 			return resp
@@ -102,7 +88,7 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	spanCtx, finish, err := p.cfg.Recorder.Begin(req.Context(), ev)
 	if err != nil {
 		p.log.Error("audit log unavailable; refusing request", "agent", o.Agent, "host", host, "err", err)
-		return errorResponse(req, http.StatusServiceUnavailable, g.Rule, "audit log unavailable")
+		return errorResponse(req, statusOf(ErrAuditUnavailable), g.Rule, ErrAuditUnavailable.Error())
 	}
 	out = out.WithContext(spanCtx)
 
@@ -115,10 +101,10 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 		reason := upstreamReason(err)
 		finish(Result{Status: http.StatusBadGateway, Err: errors.New(reason)})
 		p.log.Warn("upstream request failed", "agent", o.Agent, "host", host, "dst", o.Dst, "reason", reason)
-		return errorResponse(req, http.StatusBadGateway, g.Rule, "upstream failed: "+reason)
+		return errorResponse(req, statusOf(ErrUpstream), g.Rule, ErrUpstream.Error()+": "+reason)
 	}
 	if rw, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
-		// goproxy relays an upgraded connection (WebSocket) through the body as a ReadWriter.
+		// An upgraded connection (WebSocket) is relayed through the body as a ReadWriter.
 		done := func(n int64) { finish(Result{Status: resp.StatusCode, Bytes: n}) }
 		resp.Body = &upgradedBody{countingBody{ReadCloser: rw, done: done}, rw}
 		return resp
@@ -195,28 +181,6 @@ func (p *Proxy) refuse(req *http.Request, ev Event, status int, rule, reason str
 	return errorResponse(req, status, rule, reason)
 }
 
-// errorResponse is the one place wirken's own answers are built.
-func errorResponse(req *http.Request, status int, rule, reason string) *http.Response {
-	body := "wirken: " + reason + "\n"
-	h := http.Header{}
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	if rule != "" {
-		h.Set(RuleHeader, rule)
-	}
-	return &http.Response{
-		StatusCode:    status,
-		Status:        fmt.Sprintf("%d %s", status, http.StatusText(status)),
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        h,
-		Body:          io.NopCloser(strings.NewReader(body)),
-		ContentLength: int64(len(body)),
-		Request:       req,
-	}
-}
-
 // redactedURL is the request URL without its query string (which may carry an injected key in
 // later injection styles) and without user info.
 func redactedURL(req *http.Request, host string, port uint16) string {
@@ -262,14 +226,12 @@ func upstreamReason(err error) string {
 	return "upstream error"
 }
 
-// countingBody reports how many bytes went through once the body is finished, and then lets
-// the connection await its next request.
+// countingBody reports how many bytes went through once the body is finished.
 type countingBody struct {
 	io.ReadCloser
 	n     int64
 	once  sync.Once
 	done  func(int64)
-	next  func()
 	usage *usageReader // nil unless the response may carry LLM usage
 }
 
@@ -294,13 +256,10 @@ func (b *countingBody) Close() error {
 func (b *countingBody) end() {
 	b.once.Do(func() {
 		b.done(b.n)
-		if b.next != nil {
-			b.next()
-		}
 	})
 }
 
-// upgradedBody is a counted body that can also be written to, as goproxy needs for a
+// upgradedBody is a counted body that can also be written to, as ReverseProxy needs for a
 // "101 Switching Protocols" response.
 type upgradedBody struct {
 	countingBody
@@ -363,19 +322,21 @@ func (p *pool) transport(k poolKey) *http.Transport {
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, "tcp", addr)
 		},
-		MaxIdleConnsPerHost:   1024, // goproxy's default transport keeps 2: far too few (perf.md)
+		MaxIdleConnsPerHost:   1024, // net/http's default keeps 2 per host: far too few (perf.md)
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: p.headerTimeout,
 		DisableCompression:    true,
-		ForceAttemptHTTP2:     false,
+		// HTTP/2 where the upstream offers it (one multiplexed connection, more when its stream
+		// limit is reached), HTTP/1.1 otherwise; WebSocket upgrades always go over HTTP/1.1.
+		ForceAttemptHTTP2: true,
 	}
 	if k.tls {
 		t.TLSClientConfig = &tls.Config{
 			ServerName:         k.sni,
 			RootCAs:            p.roots,
 			MinVersion:         tls.VersionTLS12,
-			ClientSessionCache: tls.NewLRUClientSessionCache(64),
+			ClientSessionCache: tls.NewLRUClientSessionCache(256), // resumption: no full handshake per new connection,
 		}
 	}
 	p.m[k] = p.lru.PushFront(&poolEntry{key: k, t: t})
@@ -393,4 +354,15 @@ func (p *pool) closeIdle(creds ...string) {
 			e.t.CloseIdleConnections()
 		}
 	}
+}
+
+// looped says whether req already went through this proxy: it carries the Via marker this
+// proxy adds to every request it sends upstream.
+func (p *Proxy) looped(req *http.Request) bool {
+	for _, v := range req.Header.Values("Via") {
+		if strings.Contains(v, p.via) {
+			return true
+		}
+	}
+	return false
 }

@@ -441,6 +441,9 @@ func (p *Proxy) injectCredential(req, out *http.Request, c *policy.Credential, h
 		d := *ev
 		d.Kind, d.Reason = "request.deny", "credential unavailable: "+err.Error()
 		p.cfg.Recorder.Deny(req.Context(), d)
+		if errors.Is(err, ErrLimited) {
+			return errorResponse(req, statusOf(err), ev.Rule, ErrLimited.Error())
+		}
 		return errorResponse(req, http.StatusServiceUnavailable, ev.Rule, "credential unavailable")
 	}
 	return nil

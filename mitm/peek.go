@@ -52,7 +52,8 @@ func sniff(br *bufio.Reader) kind {
 		return kindTLS
 	}
 	// An HTTP/1.x request line starts with an upper-case method token and a space.
-	head, _ := br.Peek(8)
+	// Only what has arrived: a short first message must not wait for more.
+	head, _ := br.Peek(min(8, br.Buffered()))
 	for i, c := range head {
 		if c == ' ' && i > 2 {
 			return kindHTTP

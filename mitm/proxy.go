@@ -3,8 +3,10 @@ package mitm
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -12,11 +14,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"sync"
 	"time"
-
-	"github.com/elazarl/goproxy"
 
 	"github.com/wirken/wirken/policy"
 )
@@ -95,7 +94,7 @@ type Config struct {
 	Limits Limits
 	// PeekTimeout bounds how long a new connection may take to send its first bytes.
 	PeekTimeout time.Duration
-	// HeaderTimeout bounds the TLS handshake plus the first request's header.
+	// HeaderTimeout bounds the agent's TLS handshake, and then each request's header.
 	HeaderTimeout time.Duration
 	// IdleTimeout bounds how long a kept-alive connection may wait for its next request.
 	IdleTimeout time.Duration
@@ -132,10 +131,13 @@ func (c *Config) defaults() {
 type Proxy struct {
 	cfg  Config
 	log  *slog.Logger
-	gp   *goproxy.ProxyHttpServer
+	srv  *http.Server // serves intercepted connections (HTTP/1.1 and HTTP/2)
+	q    *connQueue   // what srv accepts from
 	pool *pool
 	// tokens caches OAuth2 access tokens minted for credentials.
 	tokens tokens
+	// via marks requests this proxy sent upstream; one that comes back carrying it is a loop.
+	via string
 
 	// unsteered limits how many connections without steering metadata are recorded: any local
 	// process can make them, and each costs an fsync'd audit record.
@@ -176,16 +178,12 @@ func New(cfg Config) (*Proxy, error) {
 		unsteered: newLimiter(20, time.Second),
 	}
 	p.pool = newPool(cfg.UpstreamRoots, cfg.DialTimeout, cfg.ResponseHeaderTimeout, maxTransports)
-
-	gp := goproxy.NewProxyHttpServer()
-	gp.Logger = slogPrintf{p.log}
-	gp.KeepAcceptEncoding = true // bodies pass through untouched
-	// Every request goes through roundTrip; goproxy's own transport must never be used.
-	gp.Tr = &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
-		return nil, errors.New("mitm: goproxy transport is disabled")
-	}}
-	gp.OnRequest().HandleConnectFunc(p.handleConnect)
-	p.gp = gp
+	nonce := make([]byte, 6)
+	rand.Read(nonce)
+	p.via = "1.1 wirken-" + hex.EncodeToString(nonce)
+	p.q = newConnQueue()
+	p.srv = p.newServer()
+	go p.srv.Serve(p.q)
 	return p, nil
 }
 
@@ -224,6 +222,10 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	p.mu.Unlock()
+	// The HTTP server closes its idle connections and waits for requests in flight; what is
+	// left (spliced and upgraded connections) is waited for below.
+	p.q.Close()
+	_ = p.srv.Shutdown(ctx)
 	for {
 		p.mu.Lock()
 		n, idle := len(p.conns), p.idle
@@ -278,10 +280,7 @@ type session struct {
 	origin Origin
 	sni    string // "" for plain HTTP
 	tls    bool
-	conn   *hijackedConn
 }
-
-type ctxKey struct{}
 
 func (p *Proxy) handle(c *clientConn) {
 	client, local := addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())
@@ -305,6 +304,17 @@ func (p *Proxy) handle(c *clientConn) {
 		return
 	}
 	ev := Event{Agent: o.Agent, Dst: o.Dst, PID: o.PID, UID: o.UID, Port: o.Dst.Port()}
+	if p.isSelf(o.Dst) {
+		p.denyConn(c, ev, "destination is wirken's own listener (proxy loop)")
+		return
+	}
+	// Other TCP goes only where a passthrough rule names the address and port: such a rule
+	// splices at once, before any peek (the protocol may wait for the server to speak first).
+	if d := p.cfg.Policy.Decide(o.Agent, o.Dst.Addr().String(), o.Dst.Port()); d.Mode == policy.Passthrough {
+		ev.Rule, ev.Host = d.Rule, o.Dst.Addr().String()
+		p.passthrough(c, c, ev)
+		return
+	}
 
 	_ = c.SetReadDeadline(time.Now().Add(p.cfg.PeekTimeout))
 	in := bufio.NewReader(c)
@@ -350,10 +360,40 @@ func (p *Proxy) handle(c *clientConn) {
 			return
 		}
 	}
-	// Intercepted: plain HTTP is decided per request, from the Host header.
-	s.conn = &hijackedConn{clientConn: c, r: r, maxHeader: p.cfg.MaxHeaderBytes}
-	s.conn.awaitRequest(p.cfg.HeaderTimeout)
-	p.intercept(s)
+	// Intercepted: plain HTTP is decided per request, from the Host header. The HTTP server
+	// takes over (it bounds the handshake, headers and idle waits itself).
+	var conn net.Conn = &agentConn{clientConn: c, r: r, s: s}
+	if s.tls {
+		tc := tls.Server(conn, p.agentTLS(s.sni))
+		_ = c.SetDeadline(time.Now().Add(p.cfg.HeaderTimeout))
+		if err := tc.Handshake(); err != nil {
+			p.log.Debug("agent TLS handshake failed", "agent", o.Agent, "host", s.sni, "err", err)
+			c.Close()
+			return
+		}
+		_ = c.SetDeadline(time.Time{})
+		conn = tc
+	}
+	if !s.tls || conn.(*tls.Conn).ConnectionState().NegotiatedProtocol != "h2" {
+		// HTTP/1.x: the server reads through a framing check (HTTP/2 frames its own).
+		conn = &framingConn{Conn: conn, s: s}
+	}
+	if !p.q.push(conn) {
+		c.reset()
+	}
+}
+
+// isSelf says whether dst is one of the proxy's own listeners: a connection there would loop.
+func (p *Proxy) isSelf(dst netip.AddrPort) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for ln := range p.listeners {
+		a := addrPort(ln.Addr())
+		if a.Port() == dst.Port() && (a.Addr() == dst.Addr() || a.Addr().IsUnspecified()) {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Proxy) denyConn(c *clientConn, ev Event, reason string) {
@@ -400,69 +440,6 @@ func (p *Proxy) passthrough(c *clientConn, r io.Reader, ev Event) {
 	finish(Result{Bytes: sent + recv})
 }
 
-// intercept hands the connection to goproxy as if the agent had sent CONNECT for it.
-func (p *Proxy) intercept(s *session) {
-	target := s.origin.Dst.String()
-	if s.sni != "" {
-		target = net.JoinHostPort(s.sni, fmt.Sprint(s.origin.Dst.Port()))
-	}
-	req := &http.Request{
-		Method:     http.MethodConnect,
-		URL:        &url.URL{Host: target},
-		Host:       target,
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Header:     http.Header{},
-		RemoteAddr: s.conn.RemoteAddr().String(),
-	}
-	req = req.WithContext(context.WithValue(context.Background(), ctxKey{}, s))
-	p.gp.ServeHTTP(&hijacker{conn: s.conn}, req)
-}
-
-func (p *Proxy) handleConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
-	s, ok := ctx.Req.Context().Value(ctxKey{}).(*session)
-	if !ok {
-		// Only connections accepted by Serve reach goproxy.
-		return goproxy.RejectConnect, host
-	}
-	ctx.UserData = s
-	ctx.RoundTripper = goproxy.RoundTripperFunc(p.roundTrip)
-	return &goproxy.ConnectAction{Action: goproxy.ConnectMitm, TLSConfig: p.tlsConfig}, host
-}
-
-func (p *Proxy) tlsConfig(_ string, ctx *goproxy.ProxyCtx) (*tls.Config, error) {
-	s := ctx.UserData.(*session)
-	leaf, err := p.cfg.CA.Leaf(s.sni)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Config{
-		Certificates: []tls.Certificate{*leaf},
-		MinVersion:   tls.VersionTLS12,
-		NextProtos:   []string{"http/1.1"},
-	}, nil
-}
-
-// hijacker is the http.ResponseWriter goproxy gets for the synthetic CONNECT: it only hands over
-// the connection.
-type hijacker struct {
-	conn *hijackedConn
-	hdr  http.Header
-}
-
-func (h *hijacker) Header() http.Header {
-	if h.hdr == nil {
-		h.hdr = http.Header{}
-	}
-	return h.hdr
-}
-func (h *hijacker) Write(b []byte) (int, error) { return h.conn.Write(b) }
-func (h *hijacker) WriteHeader(int)             {}
-func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return h.conn, bufio.NewReadWriter(bufio.NewReader(h.conn), bufio.NewWriter(h.conn)), nil
-}
-
 // clientConn is an accepted connection the proxy keeps track of until it is closed.
 type clientConn struct {
 	net.Conn
@@ -484,74 +461,6 @@ func (c *clientConn) reset() {
 	_ = c.Close()
 }
 
-// errHeaderTooLarge ends a connection whose agent sends more than MaxHeaderBytes before a
-// request header is complete.
-var errHeaderTooLarge = errors.New("request header too large")
-
-// hijackedConn is the agent's connection as goproxy sees it. It replays the peeked bytes,
-// swallows goproxy's "200 Connection established" reply (a transparently steered client never
-// asked for it), and bounds what an agent may send while a request header is awaited: a
-// deadline and a byte budget, lifted while a request is served.
-type hijackedConn struct {
-	*clientConn
-	r         io.Reader
-	replied   bool
-	maxHeader int64
-
-	mu     sync.Mutex
-	budget int64 // bytes left before the awaited header must be complete; -1 when not awaiting
-}
-
-func (c *hijackedConn) Read(b []byte) (int, error) {
-	c.mu.Lock()
-	budget := c.budget
-	c.mu.Unlock()
-	if budget == 0 {
-		return 0, errHeaderTooLarge
-	}
-	if budget > 0 && int64(len(b)) > budget {
-		b = b[:budget]
-	}
-	n, err := c.r.Read(b)
-	if budget > 0 {
-		c.mu.Lock()
-		if c.budget > 0 {
-			c.budget = max(c.budget-int64(n), 0)
-		}
-		c.mu.Unlock()
-	}
-	return n, err
-}
-
-func (c *hijackedConn) Write(b []byte) (int, error) {
-	if !c.replied {
-		c.replied = true
-		if len(b) > 9 && string(b[:9]) == "HTTP/1.1 " {
-			return len(b), nil
-		}
-	}
-	return c.clientConn.Write(b)
-}
-
-// awaitRequest arms the limits for the next request header.
-func (c *hijackedConn) awaitRequest(timeout time.Duration) {
-	c.mu.Lock()
-	c.budget = c.maxHeader
-	c.mu.Unlock()
-	_ = c.SetReadDeadline(time.Now().Add(timeout))
-}
-
-// serving lifts the limits while a request is served: its body streams at its own pace.
-func (c *hijackedConn) serving() {
-	c.mu.Lock()
-	c.budget = -1
-	c.mu.Unlock()
-	_ = c.SetReadDeadline(time.Time{})
-}
-
-// CloseWrite lets goproxy half-close the client side.
-func (c *hijackedConn) CloseWrite() error { return closeWrite(c.Conn) }
-
 func addrPort(a net.Addr) netip.AddrPort {
 	if ta, ok := a.(*net.TCPAddr); ok {
 		ap := ta.AddrPort()
@@ -566,13 +475,6 @@ func closeWrite(c net.Conn) error {
 		return cw.CloseWrite()
 	}
 	return nil
-}
-
-// slogPrintf adapts goproxy's printf logger to slog at debug level.
-type slogPrintf struct{ l *slog.Logger }
-
-func (s slogPrintf) Printf(format string, v ...any) {
-	s.l.Debug(fmt.Sprintf(format, v...), "component", "goproxy")
 }
 
 // limiter allows n events per period and counts the ones it refuses.

@@ -67,6 +67,9 @@ func (f *fakePolicy) Authorize(r policy.Request) policy.Grant {
 	if r.Agent == "demo" && r.Host == "api.example.test" && strings.HasPrefix(r.Path, "/v1/") {
 		return policy.Grant{Allow: true, Rule: "r1", Credential: f.cred}
 	}
+	if r.Agent == "demo" && r.Host == "localhost" && strings.HasPrefix(r.Path, "/plain/") {
+		return policy.Grant{Allow: true, Rule: "plain"} // no credential: plain HTTP never gets one
+	}
 	return policy.Grant{Rule: "r1", Reason: "path " + r.Path + " is not allowed"}
 }
 
@@ -124,6 +127,7 @@ type harness struct {
 	rec       *fakeRecorder
 	logs      *bytes.Buffer
 	canary    string
+	upCA      *CA // issues the upstreams' certificates
 	mu        sync.Mutex
 	seenAuth  []string
 	seenHost  []string
@@ -135,7 +139,7 @@ func (h *harness) auth() []string {
 	return append([]string(nil), h.seenAuth...)
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB, opts ...func(*Config)) *harness {
 	t.Helper()
 	b := make([]byte, 16)
 	rand.Read(b)
@@ -152,6 +156,7 @@ func newHarness(t *testing.T) *harness {
 	t.Cleanup(up.Close)
 	// The upstream presents a certificate for api.example.test from its own CA.
 	upstreamCA := testCA(t, "upstream test CA")
+	h.upCA = upstreamCA
 	leaf, err := upstreamCA.Leaf("api.example.test")
 	if err != nil {
 		t.Fatal(err)
@@ -162,7 +167,7 @@ func newHarness(t *testing.T) *harness {
 
 	h.ca = testCA(t, "wirken test CA")
 	h.steer = &fakeSteering{agent: "demo", dst: netip.MustParseAddrPort(up.Listener.Addr().String())}
-	h.proxy, h.proxyAddr = serveProxy(t, Config{
+	cfg := Config{
 		CA:            h.ca,
 		UpstreamRoots: roots,
 		Steering:      h.steer,
@@ -170,12 +175,16 @@ func newHarness(t *testing.T) *harness {
 		Secrets:       &fakeSecrets{value: h.canary},
 		Recorder:      h.rec,
 		Logger:        slog.New(slog.NewTextHandler(&lockedWriter{w: h.logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	h.proxy, h.proxyAddr = serveProxy(t, cfg)
 	return h
 }
 
 // testCA makes a throwaway CA.
-func testCA(t *testing.T, name string) *CA {
+func testCA(t testing.TB, name string) *CA {
 	t.Helper()
 	dir := t.TempDir()
 	if err := GenerateCA(filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem"), name); err != nil {
@@ -189,7 +198,7 @@ func testCA(t *testing.T, name string) *CA {
 }
 
 // serveProxy starts a proxy on a loopback port and shuts it down when the test ends.
-func serveProxy(t *testing.T, cfg Config) (*Proxy, string) {
+func serveProxy(t testing.TB, cfg Config) (*Proxy, string) {
 	t.Helper()
 	p, err := New(cfg)
 	if err != nil {

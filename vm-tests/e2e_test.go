@@ -30,6 +30,9 @@ import (
 var wirkenBin string
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == agentClientArg {
+		os.Exit(agentClient(os.Args[2:])) // re-executed as an agent (protocols_test.go)
+	}
 	dir, err := os.MkdirTemp("", "wirken-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
