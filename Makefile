@@ -7,9 +7,9 @@ CONFIG  ?= configs/wirken.toml
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 # Debian packages the tests and `make generate` need.
-DEB_PKGS := clang-14 llvm-14 libbpf-dev curl iproute2 ca-certificates swtpm softhsm2 gcc
+DEB_PKGS := clang-14 llvm-14 libbpf-dev curl iproute2 ca-certificates swtpm softhsm2 gcc systemd
 
-.PHONY: all build build-pkcs11 generate check-generate run test test-pkcs11 test-jaeger unit deps lint clean
+.PHONY: install all build build-pkcs11 generate check-generate run test test-pkcs11 test-jaeger unit deps lint clean
 
 all: build
 
@@ -33,6 +33,13 @@ run: build
 	@$(BIN) vault list --config $(CONFIG) | grep -q '^demo ' || \
 		{ head -c 24 /dev/urandom | base64 | $(BIN) vault put --config $(CONFIG) --host api.example.test demo; }
 	$(BIN) run --config $(CONFIG)
+
+## install: build, then install the binary, /etc/wirken (existing files kept), /var/lib/wirken and
+## the systemd unit; DESTDIR=/some/root and PREFIX=/usr change where (see `wirken install -h`)
+DESTDIR ?=
+PREFIX  ?= /usr/local
+install: build
+	$(BIN) install --root "$(if $(DESTDIR),$(DESTDIR),/)" --prefix "$(PREFIX)"
 
 ## deps: install the Debian packages the tests need, if any are missing (needs root)
 deps:

@@ -18,6 +18,11 @@ type AgentInfo struct {
 	Cgroup   string `json:"cgroup"`
 	CgroupID uint64 `json:"cgroup_id"`
 	CABundle string `json:"ca_bundle"`
+	CertDir  string `json:"cert_dir,omitempty"` // a directory holding the bundle, for SSL_CERT_DIR
+
+	// Filled in by status only.
+	Processes []int        `json:"processes,omitempty"` // pids in the agent's cgroup and below
+	Counts    *AgentCounts `json:"counts,omitempty"`
 }
 
 // Status is the daemon's answer to `wirken status`.
@@ -27,7 +32,12 @@ type Status struct {
 	PolicyDigest    string      `json:"policy_digest"`
 	VaultGeneration uint64      `json:"vault_generation"`
 	ProxyPort       int         `json:"proxy_port"`
+	Connections     int         `json:"connections"` // agent connections open now
 	Agents          []AgentInfo `json:"agents"`
+	// Unregistered counts refusals of connections from no known agent (a process in an
+	// unknown cgroup, or a local process dialling the proxy port).
+	Unregistered AgentCounts `json:"unregistered"`
+	StartedAt    time.Time   `json:"started_at"`
 }
 
 // Client talks to a running daemon over its control socket.

@@ -96,6 +96,9 @@ func (c *Config) Path() string { return c.path }
 // CABundle is the PEM bundle (system roots plus the wirken CA) agents are pointed at.
 func (c *Config) CABundle() string { return filepath.Join(c.StateDir, "ca-bundle.pem") }
 
+// CACertDir is a public directory holding the same bundle, for runtimes that read SSL_CERT_DIR.
+func (c *Config) CACertDir() string { return filepath.Join(c.StateDir, "certs") }
+
 // LoadConfig reads, defaults and validates a configuration file. Errors name the file, and the
 // line where the decoder knows it.
 func LoadConfig(path string) (*Config, error) {

@@ -9,6 +9,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/wirken/wirken/configs"
 	"github.com/wirken/wirken/policy"
 )
 
@@ -42,6 +43,10 @@ func TestConfigsParse(t *testing.T) {
 				}
 			case strings.HasSuffix(base, ".yaml"):
 				checkCollectorConfig(t, f)
+			case strings.HasSuffix(base, ".service"):
+				checkUnit(t, f)
+			case base == "embed.go":
+				checkEmbedded(t, files)
 			default:
 				t.Fatalf("no test parses %s: add one here", base)
 			}
@@ -122,6 +127,63 @@ func checkCollectorConfig(t *testing.T, path string) {
 					t.Errorf("pipeline %s uses undefined %s %q", name, kind, c)
 				}
 			}
+		}
+	}
+}
+
+// checkUnit parses a systemd unit: sections, key=value lines, and the settings install relies on.
+func checkUnit(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sections := map[string]map[string][]string{}
+	var cur string
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "" || strings.HasPrefix(line, "#"):
+		case strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]"):
+			cur = strings.Trim(line, "[]")
+			sections[cur] = map[string][]string{}
+		default:
+			k, v, ok := strings.Cut(line, "=")
+			if !ok || cur == "" {
+				t.Fatalf("%s:%d: not a key=value line in a section: %q", path, i+1, line)
+			}
+			sections[cur][k] = append(sections[cur][k], v)
+		}
+	}
+	svc := sections["Service"]
+	if sections["Unit"] == nil || svc == nil || sections["Install"] == nil {
+		t.Fatalf("%s: want [Unit], [Service] and [Install] sections, have %v", path, sections)
+	}
+	if got := svc["ExecStart"]; len(got) != 1 || !strings.HasPrefix(got[0], unitBinary+" run") {
+		t.Fatalf("%s: ExecStart = %q; install rewrites %s, so it must start with it", path, got, unitBinary)
+	}
+	for k, want := range map[string]string{"Delegate": "yes", "ProtectSystem": "strict", "NoNewPrivileges": "yes", "Restart": "on-failure"} {
+		if got := svc[k]; len(got) != 1 || got[0] != want {
+			t.Errorf("%s: %s = %q, want %q", path, k, got, want)
+		}
+	}
+}
+
+// checkEmbedded checks that the binary embeds every example in configs/.
+func checkEmbedded(t *testing.T, files []string) {
+	t.Helper()
+	for _, f := range files {
+		base := filepath.Base(f)
+		if strings.HasSuffix(base, ".go") {
+			continue
+		}
+		want, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := configs.Files.ReadFile(base)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("configs.Files lacks %s (%v): add it to the go:embed line", base, err)
 		}
 	}
 }

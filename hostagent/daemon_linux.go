@@ -51,6 +51,9 @@ type Daemon struct {
 	vaultMu      sync.Mutex                      // one vault change at a time
 	versions     func() (uint64, map[string]int) // the vault's live secret versions
 	lastVersions atomic.Pointer[map[string]int]  // as last seen, to tell what changed
+
+	counts  *counters // per-agent totals for status
+	started time.Time
 }
 
 // Run starts the daemon and serves until ctx is done. ready, if not nil, is closed once agents
@@ -65,6 +68,8 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 	if err != nil {
 		return err
 	}
+	d.counts, d.started = &counters{}, time.Now()
+	met.counts = d.counts
 	d.agents.byID = map[uint64]string{}
 	d.agents.byName = map[string]agentCgroup{}
 
@@ -138,7 +143,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 	if err != nil {
 		return fmt.Errorf("loading CA: %w", err)
 	}
-	if err := writeCABundle(cfg.CABundle(), ca.CertPEM()); err != nil {
+	if err := writeCABundle(cfg.CABundle(), cfg.CACertDir(), ca.CertPEM()); err != nil {
 		return err
 	}
 	roots, err := upstreamRoots(cfg.Proxy.UpstreamCAFiles)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -77,33 +76,6 @@ func cmdExec(args []string) error {
 		return &exitError{code: code}
 	}
 	return nil
-}
-
-func cmdStatus(args []string) error {
-	return controlCall("status", args, func(ctx context.Context, c *hostagent.Client) (any, error) { return c.Status(ctx) })
-}
-
-func cmdReload(args []string) error {
-	return controlCall("reload", args, func(ctx context.Context, c *hostagent.Client) (any, error) { return c.Reload(ctx) })
-}
-
-func controlCall(name string, args []string, call func(context.Context, *hostagent.Client) (any, error)) error {
-	fs := newFlags(name)
-	config := fs.String("config", defaultConfig(), "daemon configuration `file` (for the control socket)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	cfg, err := hostagent.LoadConfig(*config)
-	if err != nil {
-		return err
-	}
-	v, err := call(context.Background(), hostagent.NewClient(cfg.ControlSocket))
-	if err != nil {
-		return err
-	}
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 // newLogger logs text to a terminal and JSON otherwise (journald, files), on stderr.
