@@ -432,10 +432,14 @@ func TestWalkingSkeleton(t *testing.T) {
 			t.Fatal("the secret is in the agent's environment")
 		}
 		bundle := filepath.Join(e.dir, "state", "ca-bundle.pem")
-		for _, v := range []string{"SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"} {
+		for _, v := range []string{"SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
+			"GIT_SSL_CAINFO", "AWS_CA_BUNDLE", "DENO_CERT", "CARGO_HTTP_CAINFO"} {
 			if !strings.Contains(r.stdout, v+"="+bundle+"\n") {
 				t.Errorf("agent environment lacks %s=%s", v, bundle)
 			}
+		}
+		if !strings.Contains(r.stdout, "SSL_CERT_DIR="+filepath.Join(e.dir, "state", "certs")+"\n") {
+			t.Error("agent environment lacks SSL_CERT_DIR")
 		}
 		id := e.asAgent("id", "-u").mustSucceed(t)
 		if strings.TrimSpace(id.stdout) == "0" {
