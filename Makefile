@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # Debian packages the tests and `make generate` need.
 DEB_PKGS := clang-14 llvm-14 libbpf-dev curl iproute2 ca-certificates swtpm softhsm2 gcc systemd python3 nodejs openssh-client
 
-.PHONY: release install all build build-pkcs11 generate check-generate run test test-pkcs11 test-jaeger unit deps lint clean
+.PHONY: demo release install all build build-pkcs11 generate check-generate run test test-pkcs11 test-jaeger unit deps lint clean
 
 all: build
 
@@ -33,6 +33,14 @@ run: build
 	@$(BIN) vault list --config $(CONFIG) | grep -q '^demo ' || \
 		{ head -c 24 /dev/urandom | base64 | $(BIN) vault put --config $(CONFIG) --host api.example.test demo; }
 	$(BIN) run --config $(CONFIG)
+
+## demo: the story in plain words, in a throwaway network namespace (as root): an unmodified agent
+## calls a mock LLM API with the key injected, an exfiltration attempt is refused, the audit log
+## verifies. It removes everything it made.
+demo: build
+	@test "$$(id -u)" = 0 || { echo "make demo: run me as root (eBPF, cgroups, a network namespace)"; exit 1; }
+	CGO_ENABLED=0 $(GO) build -o bin/wirken-demo ./demo
+	unshare --net -- bin/wirken-demo --wirken $(BIN)
 
 ## release: the static binary for a release, reproducible (the same commit and Go give the same
 ## bytes: -trimpath, no build id, no cgo), its SHA256SUMS and, with RELEASE_KEY=an OpenSSH Ed25519
