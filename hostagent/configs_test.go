@@ -65,6 +65,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"seal without type", "[[vault.seals]]\nkey_file = \"k\"\n", `wirken.toml: vault.seals[0]: option type: required`},
 		{"syntax", "policy = = 1\n", "wirken.toml:1:"},
 		{"pin dir outside bpffs", "[bpf]\npin_dir = \"/tmp/x\"\n", `wirken.toml:2: bpf.pin_dir: "/tmp/x" must be under /sys/fs/bpf`},
+		{"metrics beyond loopback", "[metrics]\nprometheus = \"0.0.0.0:9464\"\n", `wirken.toml:2: metrics.prometheus: "0.0.0.0:9464" is not a loopback address`},
+		{"metrics without a port", "[metrics]\nprometheus = \"127.0.0.1\"\n", `wirken.toml:2: metrics.prometheus: "127.0.0.1": want host:port`},
 		{"cgroup escape", "[cgroup]\nroot = \"../x\"\n", `wirken.toml:2: cgroup.root: "../x" must be a relative path`},
 	}
 	for _, tt := range tests {
@@ -74,6 +76,16 @@ func TestParseConfigErrors(t *testing.T) {
 				t.Fatalf("err = %v; want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestParseConfigMetricsAllowed(t *testing.T) {
+	for _, src := range []string{"[metrics]\nprometheus = \"127.0.0.1:9464\"\n", "[metrics]\nprometheus = \"[::1]:9464\"\n",
+		"[metrics]\nprometheus = \"0.0.0.0:9464\"\nallow_non_loopback = true\n"} {
+		c, err := ParseConfig("/etc/wirken/wirken.toml", []byte(src))
+		if err != nil || c.Metrics.Prometheus == "" {
+			t.Errorf("%q: %v", src, err)
+		}
 	}
 }
 

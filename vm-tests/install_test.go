@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -103,6 +105,7 @@ func TestInstallLifecycle(t *testing.T) {
 	api := startUpstream(t, "127.0.0.2:443", upCA.leaf(t, "api.example.test"))
 	canary := "WKCANARY-" + randHex(t, 16)
 
+	promAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	// An operator's wirken.toml exists before install: it must be kept. Its relative paths keep
 	// state, socket and audit log inside the install root.
 	if err := os.MkdirAll(filepath.Dir(ie.config), 0o755); err != nil {
@@ -121,7 +124,9 @@ checkpoint_interval = 0.2
 root = %q
 [bpf]
 pin_dir = %q
-`, freePort(t), filepath.Base(ie.cgroup), ie.pinDir))
+[metrics]
+prometheus = %q
+`, freePort(t), filepath.Base(ie.cgroup), ie.pinDir, promAddr))
 	write(t, ie.config, myConfig)
 
 	t.Run("install lays out the host and keeps existing configuration", func(t *testing.T) {
@@ -285,6 +290,19 @@ pin_dir = %q
 		table := ie.run(nil, ie.bin, "agents").mustSucceed(t)
 		if !regexp.MustCompile(`(?m)^demo\s+nobody\s+1 \(\d+\)\s+1\s+0\s+`).MatchString(table.stdout) {
 			t.Fatalf("wirken agents:\n%s", table.stdout)
+		}
+		// The same counters, scraped as Prometheus would.
+		resp, err := http.Get("http://" + promAddr + "/metrics")
+		if err != nil {
+			t.Fatalf("scraping Prometheus metrics: %v", err)
+		}
+		scrape, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !regexp.MustCompile(`(?m)^wirken_requests_total\{[^}]*wirken_agent="demo"[^}]*\} 1$`).Match(scrape) {
+			t.Fatalf("no wirken_requests_total for demo in the scrape:\n%s", scrape)
+		}
+		if bytes.Contains(scrape, []byte(canary)) {
+			t.Fatal("the secret is in the Prometheus metrics")
 		}
 		text := ie.run(nil, ie.bin, "status").mustSucceed(t)
 		if !strings.Contains(text.stdout, "vault:        generation") || !strings.Contains(text.stdout, "demo") {

@@ -36,7 +36,7 @@ func cmdRun(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	tel, shutdown, err := setupTelemetry(ctx, logger)
+	tel, shutdown, err := setupTelemetry(ctx, logger, cfg.Metrics.Prometheus)
 	defer func() {
 		if err := shutdown(context.Background()); err != nil {
 			logger.Warn("flushing telemetry", "err", err)
