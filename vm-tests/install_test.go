@@ -242,6 +242,11 @@ prometheus = %q
 		if seen := api.seen(); len(seen) != 1 || seen[0] != "Bearer "+canary {
 			t.Fatalf("upstream saw %q (curl said %q)", seen, r.stdout)
 		}
+		// --user overrides the policy's user, and the agent still runs unprivileged.
+		who := ie.run(nil, ie.bin, "exec", "--agent", "demo", "--user", "daemon", "--", "sh", "-c", "id -un; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status").mustSucceed(t)
+		if !strings.HasPrefix(who.stdout, "daemon\n") || !strings.Contains(who.stdout, "CapEff:\t0000000000000000") || !strings.Contains(who.stdout, "NoNewPrivs:\t1") {
+			t.Fatalf("exec --user daemon: %q; want user daemon with no capabilities and no_new_privs", who.stdout)
+		}
 		// A long-running agent, to be seen by status and met by uninstall.
 		ie.agentCh = make(chan result, 1)
 		go func() {

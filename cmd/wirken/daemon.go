@@ -79,16 +79,19 @@ func cmdExec(args []string) error {
 }
 
 // newLogger logs text to a terminal and JSON otherwise (journald, files), on stderr.
-func newLogger(level, format string) (*slog.Logger, error) {
+func newLogger(level, format string) (*slog.Logger, error) { return newLoggerTo(os.Stderr, level, format) }
+
+// newLoggerTo is newLogger on out.
+func newLoggerTo(out *os.File, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("log level %q: %w", level, err)
 	}
 	opts := &slog.HandlerOptions{Level: l}
-	if format == "json" || (format != "text" && !isTerminal(os.Stderr)) {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	if format == "json" || (format != "text" && !isTerminal(out)) {
+		return slog.New(slog.NewJSONHandler(out, opts)), nil
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	return slog.New(slog.NewTextHandler(out, opts)), nil
 }
 
 func isTerminal(f *os.File) bool {
