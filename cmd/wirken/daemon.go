@@ -79,7 +79,9 @@ func cmdExec(args []string) error {
 }
 
 // newLogger logs text to a terminal and JSON otherwise (journald, files), on stderr.
-func newLogger(level, format string) (*slog.Logger, error) { return newLoggerTo(os.Stderr, level, format) }
+func newLogger(level, format string) (*slog.Logger, error) {
+	return newLoggerTo(os.Stderr, level, format)
+}
 
 // newLoggerTo is newLogger on out.
 func newLoggerTo(out *os.File, level, format string) (*slog.Logger, error) {
