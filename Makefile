@@ -7,7 +7,7 @@ CONFIG  ?= configs/wirken.toml
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 # Debian packages the tests and `make generate` need.
-DEB_PKGS := clang-14 llvm-14 libbpf-dev curl iproute2 ca-certificates swtpm softhsm2 gcc systemd python3 nodejs openssh-client
+DEB_PKGS := clang-14 llvm-14 libbpf-dev curl iproute2 ca-certificates swtpm softhsm2 gcc systemd python3 nodejs openssh-client openjdk-17-jdk-headless
 
 .PHONY: demo release install all build build-pkcs11 generate check-generate run test test-pkcs11 test-jaeger unit deps lint clean
 

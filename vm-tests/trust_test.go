@@ -114,6 +114,53 @@ https.get({host: "127.0.0.2", port: 443, servername: "api.example.test", path: "
 		})
 	}
 
+	// The JVM reads none of the variables: the README's recipe, a truststore of the JDK's roots
+	// plus the wirken CA, named in JAVA_TOOL_OPTIONS.
+	t.Run("java with the README's truststore", func(t *testing.T) {
+		for _, tool := range []string{"java", "keytool"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				t.Fatalf("%s is required (make deps installs openjdk-17-jdk-headless): %v", tool, err)
+			}
+		}
+		jdir := filepath.Join(e.dir, "java")
+		os.MkdirAll(jdir, 0o755)
+		store := filepath.Join(jdir, "agent.jks")
+		roots, err := os.ReadFile("/etc/ssl/certs/java/cacerts")
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, store, roots)
+		imp := exec.Command("keytool", "-importcert", "-noprompt", "-alias", "wirken", "-file", filepath.Join(e.dir, "state", "ca.pem"),
+			"-keystore", store, "-storepass", "changeit")
+		if out, err := imp.CombinedOutput(); err != nil {
+			t.Fatalf("keytool: %v\n%s", err, out)
+		}
+		os.Chmod(store, 0o644)
+		write(t, filepath.Join(jdir, "hosts"), []byte("127.0.0.2 api.example.test\n"))
+		write(t, filepath.Join(jdir, "Client.java"), []byte(`import java.net.*;
+public class Client {
+  public static void main(String[] a) throws Exception {
+    HttpURLConnection c = (HttpURLConnection) new URL("https://api.example.test/echo").openConnection();
+    System.out.println(c.getResponseCode() + " " + new String(c.getInputStream().readAllBytes()));
+  }
+}
+`))
+		java := []string{"java", "-Djdk.net.hosts.file=" + filepath.Join(jdir, "hosts"), filepath.Join(jdir, "Client.java")}
+		opts := "JAVA_TOOL_OPTIONS=-Djavax.net.ssl.trustStore=" + store + " -Djavax.net.ssl.trustStorePassword=changeit"
+		before := len(e.api.seen())
+		r := e.asAgent(append([]string{"env", opts}, java...)...)
+		if r.code != 0 || !strings.Contains(r.stdout, `200 {"host":"api.example.test"`) {
+			t.Fatalf("java with the truststore: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+		}
+		if seen := e.api.seen(); len(seen) != before+1 || seen[len(seen)-1] != "Bearer "+e.canary {
+			t.Fatalf("upstream saw %q", seen[before:])
+		}
+		r = e.asAgent(java...)
+		if r.code == 0 || !strings.Contains(r.stderr, "PKIX") {
+			t.Fatalf("java without the truststore: exit %d %q; want a PKIX refusal", r.code, r.stderr)
+		}
+	})
+
 	// The same clients without the trust variables refuse the interception certificate: the
 	// environment, not some system-wide trust, is what made them work.
 	unset := []string{"env"}
@@ -127,7 +174,7 @@ https.get({host: "127.0.0.2", port: 443, servername: "api.example.test", path: "
 			if r.code == 0 {
 				t.Fatalf("%s trusted wirken's certificate without the environment: %s", c.name, r.stdout)
 			}
-			if !strings.Contains(strings.ToLower(r.stderr), "certificate") {
+			if !strings.Contains(strings.ToLower(r.stderr), "certificat") {
 				t.Errorf("%s failed, but not on the certificate: %s", c.name, r.stderr)
 			}
 			if got := len(e.api.seen()); got != before {
