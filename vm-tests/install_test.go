@@ -315,6 +315,27 @@ prometheus = %q
 		}
 	})
 
+	t.Run("the control socket answers root only", func(t *testing.T) {
+		sock := filepath.Join(root, "run/wirken/control.sock")
+		asNobody := func() result {
+			cmd := exec.Command("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", ie.bin, "status", "--config", ie.config)
+			return run(t, nil, cmd)
+		}
+		if r := asNobody(); r.code == 0 || !strings.Contains(r.stderr, "permission denied") {
+			t.Fatalf("status as nobody through the 0700 directory: exit %d %q", r.code, r.stderr)
+		}
+		// Even with the file modes opened up, the peer's uid is checked.
+		for _, d := range []string{filepath.Join(root, "run"), filepath.Dir(sock)} {
+			os.Chmod(d, 0o755)
+			defer os.Chmod(d, 0o700)
+		}
+		os.Chmod(sock, 0o666)
+		defer os.Chmod(sock, 0o600)
+		if r := asNobody(); r.code == 0 || !strings.Contains(r.stderr, "for root only") {
+			t.Fatalf("status as nobody with the socket opened up: exit %d %q; want the peer-credential refusal", r.code, r.stderr)
+		}
+	})
+
 	t.Run("reload picks up a new agent", func(t *testing.T) {
 		pol := filepath.Join(root, "etc/wirken/policy.toml")
 		old, _ := os.ReadFile(pol)
