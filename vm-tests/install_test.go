@@ -309,6 +309,25 @@ prometheus = %q
 		if bytes.Contains(scrape, []byte(canary)) {
 			t.Fatal("the secret is in the Prometheus metrics")
 		}
+		// An agent holding a connection open is counted as a live connection.
+		held := make(chan result, 1)
+		go func() {
+			held <- runWirken(t, ie.bin, ie.config, nil, "exec", "--agent", "demo", "--", "/usr/bin/python3", "-c",
+				"import socket, time; s = socket.create_connection(('127.0.0.2', 443)); time.sleep(3)")
+		}()
+		var conns struct {
+			Connections int `json:"connections"`
+		}
+		for deadline := time.Now().Add(5 * time.Second); conns.Connections == 0; {
+			json.Unmarshal([]byte(ie.run(nil, ie.bin, "status", "--json").mustSucceed(t).stdout), &conns)
+			if time.Now().After(deadline) {
+				t.Fatal("status never counted the agent's open connection")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if r := <-held; r.code != 0 {
+			t.Fatalf("the agent holding a connection: exit %d %s", r.code, r.stderr)
+		}
 		text := ie.run(nil, ie.bin, "status").mustSucceed(t)
 		if !strings.Contains(text.stdout, "vault:        generation") || !strings.Contains(text.stdout, "demo") {
 			t.Fatalf("wirken status:\n%s", text.stdout)
