@@ -30,6 +30,7 @@ type Status struct {
 	PID             int         `json:"pid"`
 	Policy          string      `json:"policy"`
 	PolicyDigest    string      `json:"policy_digest"`
+	PolicyLoads     uint64      `json:"policy_loads"` // 1 after start, +1 per accepted reload
 	VaultGeneration uint64      `json:"vault_generation"`
 	ProxyPort       int         `json:"proxy_port"`
 	Connections     int         `json:"connections"` // agent connections open now

@@ -52,8 +52,9 @@ type Daemon struct {
 	versions     func() (uint64, map[string]int) // the vault's live secret versions
 	lastVersions atomic.Pointer[map[string]int]  // as last seen, to tell what changed
 
-	counts  *counters // per-agent totals for status
-	started time.Time
+	counts     *counters     // per-agent totals for status
+	started    time.Time     // when Run began
+	policyLoad atomic.Uint64 // policies applied so far: 1 after start, +1 per accepted reload
 }
 
 // Run starts the daemon and serves until ctx is done. ready, if not nil, is closed once agents
@@ -320,6 +321,7 @@ func (d *Daemon) applyPolicy(pol *policy.Policy) error {
 		return fmt.Errorf("auditing policy load: %w", err)
 	}
 	d.policy.p.Store(pol)
+	d.policyLoad.Add(1)
 	d.log.Info("policy loaded", "file", d.cfg.Policy, "digest", pol.Digest()[:12], "agents", len(pol.Agents()))
 	return nil
 }

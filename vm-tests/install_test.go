@@ -363,6 +363,13 @@ prometheus = %q
 		if !strings.Contains(r.stdout, "2 agents") {
 			t.Fatalf("reload said %q", r.stdout)
 		}
+		var st struct {
+			PolicyLoads uint64 `json:"policy_loads"`
+			Agents      []any  `json:"agents"`
+		}
+		if err := json.Unmarshal([]byte(ie.run(nil, ie.bin, "status", "--json").mustSucceed(t).stdout), &st); err != nil || st.PolicyLoads != 2 || len(st.Agents) != 2 {
+			t.Fatalf("status after reload: %+v (%v); want policy load 2 and two agents", st, err)
+		}
 		if _, err := os.Stat(filepath.Join(ie.cgroup, "agents", "second")); err != nil {
 			t.Fatalf("the new agent's cgroup: %v", err)
 		}

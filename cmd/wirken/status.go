@@ -85,7 +85,7 @@ func printStatus(w io.Writer, st hostagent.Status) {
 		up = ", up " + time.Since(st.StartedAt).Round(time.Second).String()
 	}
 	fmt.Fprintf(w, "daemon:       pid %d%s, proxy on loopback port %d\n", st.PID, up, st.ProxyPort)
-	fmt.Fprintf(w, "policy:       %s (digest %s)\n", st.Policy, short(st.PolicyDigest))
+	fmt.Fprintf(w, "policy:       %s (digest %s, load %d)\n", st.Policy, short(st.PolicyDigest), st.PolicyLoads)
 	fmt.Fprintf(w, "vault:        generation %d\n", st.VaultGeneration)
 	fmt.Fprintf(w, "connections:  %d open\n", st.Connections)
 	if st.Unregistered.Denials > 0 {
