@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 )
@@ -135,6 +136,7 @@ func Install(spec InstallSpec) error {
 		} else {
 			fmt.Fprintf(spec.Out, "updated %s (local changes belong in a drop-in: systemctl edit wirken)\n", unitPath)
 		}
+		daemonReload(spec.Root, spec.Out)
 	} else {
 		fmt.Fprintf(spec.Out, "%s is up to date\n", unitPath)
 	}
@@ -176,4 +178,26 @@ func createExclusive(path string, data []byte, mode os.FileMode) (bool, error) {
 		return false, fmt.Errorf("creating %s: %w", path, err)
 	}
 	return true, nil
+}
+
+// systemdRunning reports whether this host runs systemd as PID 1 and the install is the host's.
+func systemdRunning(root string) bool {
+	if root != "" && root != "/" {
+		return false
+	}
+	_, err := os.Stat("/run/systemd/system")
+	return err == nil
+}
+
+// daemonReload tells systemd about a changed unit file, when the install is this host's and
+// systemd runs it.
+func daemonReload(root string, out io.Writer) {
+	if !systemdRunning(root) {
+		return
+	}
+	if b, err := exec.Command("systemctl", "daemon-reload").CombinedOutput(); err != nil {
+		fmt.Fprintf(out, "systemctl daemon-reload: %v: %s\n", err, strings.TrimSpace(string(b)))
+		return
+	}
+	fmt.Fprintln(out, "systemctl daemon-reload: done")
 }

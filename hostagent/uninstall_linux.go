@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -73,11 +72,7 @@ func Uninstall(spec UninstallSpec) error {
 			return err
 		}
 	}
-	if systemdRunning(r) {
-		if out, err := exec.Command("systemctl", "daemon-reload").CombinedOutput(); err != nil {
-			fmt.Fprintf(spec.Out, "systemctl daemon-reload: %v: %s\n", err, strings.TrimSpace(string(out)))
-		}
-	}
+	daemonReload(r, spec.Out)
 
 	kept := []string{under(r, ConfigDir), cfg.Vault.File, cfg.CA.Cert, cfg.CA.Key, cfg.Audit.Log, cfg.Audit.VerifierKey}
 	for _, sc := range cfg.Seals() {
@@ -127,15 +122,6 @@ func removeFile(p string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "removed %s\n", p)
 	return nil
-}
-
-// systemdRunning reports whether this host runs systemd as PID 1 and the install is the host's.
-func systemdRunning(root string) bool {
-	if root != "" && root != "/" {
-		return false
-	}
-	_, err := os.Stat("/run/systemd/system")
-	return err == nil
 }
 
 // wirkenCgroup is <cgroup2>/<cgroup.root>.

@@ -35,7 +35,7 @@ func cmdInstall(args []string) error {
 	fmt.Printf(`
 next steps:
   edit %s (agents, credentials, rules); check it with: wirken policy check %s
-  systemctl daemon-reload && systemctl enable --now wirken   # creates the vault and CA on first start
+  systemctl enable --now wirken   # the first start creates the vault and the CA
   %s vault put --host api.example.com NAME < secret-file
   %s exec --agent NAME -- CMD...
 `, filepath.Join(hostagent.ConfigDir, "policy.toml"), filepath.Join(hostagent.ConfigDir, "policy.toml"), spec.BinaryPath(), spec.BinaryPath())
