@@ -50,6 +50,9 @@ func Uninstall(spec UninstallSpec) error {
 		return err
 	}
 	fmt.Fprintf(spec.Out, "removed the steering programs and maps pinned at %s\n", cfg.BPF.PinDir)
+	if parent := filepath.Dir(filepath.Clean(cfg.BPF.PinDir)); parent != "/sys/fs/bpf" {
+		_ = os.Remove(parent) // /sys/fs/bpf/wirken, once no other version is pinned there
+	}
 	if err := removeCgroupTree(root); err != nil {
 		return err
 	}
