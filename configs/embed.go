@@ -4,7 +4,7 @@ package configs
 
 import "embed"
 
-// Files are wirken.toml, policy.toml, wirken.service and the other examples in this directory.
+// Files are every example in this directory: wirken.toml, policy.toml, wirken.service, ...
 //
-//go:embed wirken.toml policy.toml wirken.service otel-collector.yaml
+//go:embed *.toml *.yaml *.service
 var Files embed.FS
