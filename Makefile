@@ -7,11 +7,11 @@ CONFIG  ?= configs/wirken.toml
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 # Debian packages the tests and `make generate` need.
-DEB_PKGS := clang-14 llvm-14 libbpf-dev curl iproute2 ca-certificates swtpm softhsm2 gcc python3 python3-botocore
+DEB_PKGS := clang-14 llvm-14 libbpf-dev curl iproute2 ca-certificates swtpm softhsm2 gcc systemd python3 python3-botocore nodejs openssh-client openjdk-17-jdk-headless
 # The qemu runner of make test-vm (cpio checks its initramfs writer).
 DEB_PKGS += qemu-system-x86 cpio
 
-.PHONY: all build build-pkcs11 generate check-generate run test test-pkcs11 test-jaeger test-vm unit deps lint clean
+.PHONY: demo release install all build build-pkcs11 generate check-generate run test test-pkcs11 test-jaeger test-vm unit deps lint clean
 
 all: build
 
@@ -35,6 +35,38 @@ run: build
 	@$(BIN) vault list --config $(CONFIG) | grep -q '^demo ' || \
 		{ head -c 24 /dev/urandom | base64 | $(BIN) vault put --config $(CONFIG) --host api.example.test demo; }
 	$(BIN) run --config $(CONFIG)
+
+## demo: the story in plain words, in a throwaway network namespace (as root): an unmodified agent
+## calls a mock LLM API with the key injected, an exfiltration attempt is refused, the audit log
+## verifies. It removes everything it made.
+demo: build
+	@test "$$(id -u)" = 0 || { echo "make demo: run me as root (eBPF, cgroups, a network namespace)"; exit 1; }
+	CGO_ENABLED=0 $(GO) build -o bin/wirken-demo ./demo
+	unshare --net -- bin/wirken-demo --wirken $(BIN)
+
+## release: the static binary for a release, reproducible (the same commit and Go give the same
+## bytes: -trimpath, no build id, no cgo), its SHA256SUMS and, with RELEASE_KEY=an OpenSSH Ed25519
+## private key, SHA256SUMS.sig (`ssh-keygen -Y sign`, namespace wirken-release). See README.
+DIST        ?= dist
+GOARCH      ?= $(shell $(GO) env GOARCH)
+RELEASE_BIN := wirken-linux-$(GOARCH)
+release:
+	mkdir -p $(DIST)
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) $(GO) build -trimpath -buildvcs=false \
+		-ldflags '-s -w -buildid= -X main.version=$(VERSION)' -o $(DIST)/$(RELEASE_BIN) ./cmd/wirken
+	@if ldd $(DIST)/$(RELEASE_BIN) >/dev/null 2>&1; then echo "release: $(RELEASE_BIN) is dynamically linked"; exit 1; fi
+	cd $(DIST) && sha256sum $(RELEASE_BIN) > SHA256SUMS && cat SHA256SUMS
+	@if [ -n "$(RELEASE_KEY)" ]; then \
+		rm -f $(DIST)/SHA256SUMS.sig; \
+		ssh-keygen -q -Y sign -f "$(RELEASE_KEY)" -n wirken-release $(DIST)/SHA256SUMS && echo "signed $(DIST)/SHA256SUMS.sig"; \
+	else echo "release: RELEASE_KEY not set: SHA256SUMS is not signed"; fi
+
+## install: build, then install the binary, /etc/wirken (existing files kept), /var/lib/wirken and
+## the systemd unit; DESTDIR=/some/root and PREFIX=/usr change where (see `wirken install -h`)
+DESTDIR ?=
+PREFIX  ?= /usr/local
+install: build
+	$(BIN) install --root "$(if $(DESTDIR),$(DESTDIR),/)" --prefix "$(PREFIX)"
 
 ## deps: install the Debian packages the tests need, if any are missing (needs root)
 deps:
@@ -89,4 +121,4 @@ test-jaeger: deps $(JAEGER)
 	WIRKEN_JAEGER_BIN=$(abspath $(JAEGER)) $(GO) test -count=1 -tags jaeger -run TestJaeger -v ./vm-tests
 
 clean:
-	rm -rf bin vm-tests/.cache
+	rm -rf bin dist vm-tests/.cache

@@ -14,8 +14,10 @@ var systemBundles = []string{
 }
 
 // writeCABundle writes the bundle agents trust: the system roots (for passthrough hosts) plus
-// the wirken CA. It is public (0644) and replaced atomically.
-func writeCABundle(path string, caPEM []byte) error {
+// the wirken CA. It is public (0644) and replaced atomically. A copy goes into certDir (0755),
+// for runtimes that read a directory (SSL_CERT_DIR): Go reads every file there; OpenSSL looks
+// there only by subject hash and finds everything through SSL_CERT_FILE instead.
+func writeCABundle(path, certDir string, caPEM []byte) error {
 	var bundle []byte
 	for _, f := range systemBundles {
 		if b, err := os.ReadFile(f); err == nil {
@@ -24,7 +26,16 @@ func writeCABundle(path string, caPEM []byte) error {
 		}
 	}
 	bundle = append(bundle, caPEM...)
-	return writeFileAtomic(path, bundle, 0o644)
+	if err := writeFileAtomic(path, bundle, 0o644); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(certDir, 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", certDir, err)
+	}
+	if err := os.Chmod(certDir, 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", certDir, err)
+	}
+	return writeFileAtomic(filepath.Join(certDir, filepath.Base(path)), bundle, 0o644)
 }
 
 // writeFileAtomic leaves either the old or the new file, never a mix.

@@ -19,7 +19,12 @@ type AgentInfo struct {
 	CgroupID uint64 `json:"cgroup_id"`
 	CABundle string `json:"ca_bundle"`
 	// Env holds the placeholder variables of the credentials the agent's rules inject.
-	Env map[string]string `json:"env,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
+	CertDir string            `json:"cert_dir,omitempty"` // a directory holding the bundle, for SSL_CERT_DIR
+
+	// Filled in by status only.
+	Processes []int        `json:"processes,omitempty"` // pids in the agent's cgroup and below
+	Counts    *AgentCounts `json:"counts,omitempty"`
 }
 
 // Status is the daemon's answer to `wirken status`.
@@ -27,9 +32,15 @@ type Status struct {
 	PID             int         `json:"pid"`
 	Policy          string      `json:"policy"`
 	PolicyDigest    string      `json:"policy_digest"`
+	PolicyLoads     uint64      `json:"policy_loads"` // 1 after start, +1 per accepted reload
 	VaultGeneration uint64      `json:"vault_generation"`
 	ProxyPort       int         `json:"proxy_port"`
+	Connections     int         `json:"connections"` // agent connections open now
 	Agents          []AgentInfo `json:"agents"`
+	// Unregistered counts refusals of connections from no known agent (a process in an
+	// unknown cgroup, or a local process dialling the proxy port).
+	Unregistered AgentCounts `json:"unregistered"`
+	StartedAt    time.Time   `json:"started_at"`
 }
 
 // Client talks to a running daemon over its control socket.

@@ -3,8 +3,11 @@ package hostagent
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -49,6 +52,12 @@ type Config struct {
 		Level  string `toml:"level"`
 		Format string `toml:"format"`
 	} `toml:"log"`
+	Metrics struct {
+		// Prometheus is a host:port to serve /metrics on; empty serves nothing. Loopback only
+		// unless AllowNonLoopback.
+		Prometheus       string `toml:"prometheus"`
+		AllowNonLoopback bool   `toml:"allow_non_loopback"`
+	} `toml:"metrics"`
 
 	// AcceptRollback lets the daemon start on a vault older than the audit log last recorded
 	// (set by `wirken run --accept-rollback`, never by the file).
@@ -95,6 +104,9 @@ func (c *Config) Path() string { return c.path }
 
 // CABundle is the PEM bundle (system roots plus the wirken CA) agents are pointed at.
 func (c *Config) CABundle() string { return filepath.Join(c.StateDir, "ca-bundle.pem") }
+
+// CACertDir is a public directory holding the same bundle, for runtimes that read SSL_CERT_DIR.
+func (c *Config) CACertDir() string { return filepath.Join(c.StateDir, "certs") }
 
 // LoadConfig reads, defaults and validates a configuration file. Errors name the file, and the
 // line where the decoder knows it.
@@ -200,10 +212,34 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	default:
 		errs = append(errs, fmt.Sprintf("%s:%d: log.format: %q is not one of auto, text, json", path, keyLine(data, toml.Key{"log", "format"}), c.Log.Format))
 	}
+	if err := checkMetricsAddr(c.Metrics.Prometheus, c.Metrics.AllowNonLoopback); err != nil {
+		errs = append(errs, fmt.Sprintf("%s:%d: metrics.prometheus: %v", path, keyLine(data, toml.Key{"metrics", "prometheus"}), err))
+	}
 	if len(errs) > 0 {
 		return nil, errors.New(strings.Join(errs, "\n"))
 	}
 	return c, nil
+}
+
+// checkMetricsAddr accepts "" (off) or host:port with a loopback host, unless allowed otherwise.
+func checkMetricsAddr(addr string, allowAny bool) error {
+	if addr == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: want host:port, such as 127.0.0.1:9464", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: %q is not a TCP port", addr, port)
+	}
+	if allowAny {
+		return nil
+	}
+	if ip, err := netip.ParseAddr(host); (err == nil && ip.IsLoopback()) || host == "localhost" {
+		return nil
+	}
+	return fmt.Errorf("%q is not a loopback address; metrics name agents and hosts, so serve them beyond this host only with allow_non_loopback = true", addr)
 }
 
 // keyLine finds the line of a key: the line of its last component inside its table.

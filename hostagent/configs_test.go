@@ -9,6 +9,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/wirken/wirken/configs"
 	"github.com/wirken/wirken/policy"
 )
 
@@ -52,6 +53,10 @@ func TestConfigsParse(t *testing.T) {
 				}
 			case strings.HasSuffix(base, ".yaml"):
 				checkCollectorConfig(t, f)
+			case strings.HasSuffix(base, ".service"):
+				checkUnit(t, f)
+			case base == "embed.go":
+				checkEmbedded(t, files)
 			default:
 				t.Fatalf("no test parses %s: add one here", base)
 			}
@@ -70,6 +75,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"seal without type", "[[vault.seals]]\nkey_file = \"k\"\n", `wirken.toml: vault.seals[0]: option type: required`},
 		{"syntax", "policy = = 1\n", "wirken.toml:1:"},
 		{"pin dir outside bpffs", "[bpf]\npin_dir = \"/tmp/x\"\n", `wirken.toml:2: bpf.pin_dir: "/tmp/x" must be under /sys/fs/bpf`},
+		{"metrics beyond loopback", "[metrics]\nprometheus = \"0.0.0.0:9464\"\n", `wirken.toml:2: metrics.prometheus: "0.0.0.0:9464" is not a loopback address`},
+		{"metrics without a port", "[metrics]\nprometheus = \"127.0.0.1\"\n", `wirken.toml:2: metrics.prometheus: "127.0.0.1": want host:port`},
 		{"cgroup escape", "[cgroup]\nroot = \"../x\"\n", `wirken.toml:2: cgroup.root: "../x" must be a relative path`},
 	}
 	for _, tt := range tests {
@@ -79,6 +86,16 @@ func TestParseConfigErrors(t *testing.T) {
 				t.Fatalf("err = %v; want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestParseConfigMetricsAllowed(t *testing.T) {
+	for _, src := range []string{"[metrics]\nprometheus = \"127.0.0.1:9464\"\n", "[metrics]\nprometheus = \"[::1]:9464\"\n",
+		"[metrics]\nprometheus = \"0.0.0.0:9464\"\nallow_non_loopback = true\n"} {
+		c, err := ParseConfig("/etc/wirken/wirken.toml", []byte(src))
+		if err != nil || c.Metrics.Prometheus == "" {
+			t.Errorf("%q: %v", src, err)
+		}
 	}
 }
 
@@ -132,6 +149,63 @@ func checkCollectorConfig(t *testing.T, path string) {
 					t.Errorf("pipeline %s uses undefined %s %q", name, kind, c)
 				}
 			}
+		}
+	}
+}
+
+// checkUnit parses a systemd unit: sections, key=value lines, and the settings install relies on.
+func checkUnit(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sections := map[string]map[string][]string{}
+	var cur string
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "" || strings.HasPrefix(line, "#"):
+		case strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]"):
+			cur = strings.Trim(line, "[]")
+			sections[cur] = map[string][]string{}
+		default:
+			k, v, ok := strings.Cut(line, "=")
+			if !ok || cur == "" {
+				t.Fatalf("%s:%d: not a key=value line in a section: %q", path, i+1, line)
+			}
+			sections[cur][k] = append(sections[cur][k], v)
+		}
+	}
+	svc := sections["Service"]
+	if sections["Unit"] == nil || svc == nil || sections["Install"] == nil {
+		t.Fatalf("%s: want [Unit], [Service] and [Install] sections, have %v", path, sections)
+	}
+	if got := svc["ExecStart"]; len(got) != 1 || !strings.HasPrefix(got[0], unitBinary+" run") {
+		t.Fatalf("%s: ExecStart = %q; install rewrites %s, so it must start with it", path, got, unitBinary)
+	}
+	for k, want := range map[string]string{"Delegate": "yes", "ProtectSystem": "strict", "NoNewPrivileges": "yes", "Restart": "on-failure"} {
+		if got := svc[k]; len(got) != 1 || got[0] != want {
+			t.Errorf("%s: %s = %q, want %q", path, k, got, want)
+		}
+	}
+}
+
+// checkEmbedded checks that the binary embeds every example in configs/.
+func checkEmbedded(t *testing.T, files []string) {
+	t.Helper()
+	for _, f := range files {
+		base := filepath.Base(f)
+		if strings.HasSuffix(base, ".go") {
+			continue
+		}
+		want, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := configs.Files.ReadFile(base)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("configs.Files lacks %s (%v): add it to the go:embed line", base, err)
 		}
 	}
 }

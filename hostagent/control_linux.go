@@ -74,7 +74,7 @@ func (d *Daemon) serveControl() (io.Closer, error) {
 }
 
 func (d *Daemon) agentInfo(a agentCgroup) AgentInfo {
-	return AgentInfo{Name: a.agent.Name, User: a.agent.User, Cgroup: a.path, CgroupID: a.id, CABundle: d.cfg.CABundle(),
+	return AgentInfo{Name: a.agent.Name, User: a.agent.User, Cgroup: a.path, CgroupID: a.id, CABundle: d.cfg.CABundle(), CertDir: d.cfg.CACertDir(),
 		Env: d.policy.p.Load().AgentEnv(a.agent.Name)}
 }
 
@@ -82,8 +82,24 @@ func (d *Daemon) status() Status {
 	p := d.policy.p.Load()
 	st := Status{PID: os.Getpid(), Policy: d.cfg.Policy, PolicyDigest: p.Digest(),
 		VaultGeneration: d.vault.Generation(), ProxyPort: d.cfg.Proxy.Port}
+	st.StartedAt = d.started.UTC()
+	st.PolicyLoads = d.policyLoad.Load()
+	if d.proxy != nil {
+		st.Connections = d.proxy.Connections()
+	}
+	counts := d.counts.snapshot()
+	st.Unregistered = counts[""]
 	for _, a := range d.agents.list() {
-		st.Agents = append(st.Agents, d.agentInfo(a))
+		info := d.agentInfo(a)
+		if procs, err := cgroupProcs(a.path); err == nil {
+			for _, pids := range procs {
+				info.Processes = append(info.Processes, pids...)
+			}
+			sort.Ints(info.Processes)
+		}
+		c := counts[a.agent.Name]
+		info.Counts = &c
+		st.Agents = append(st.Agents, info)
 	}
 	sort.Slice(st.Agents, func(i, j int) bool { return st.Agents[i].Name < st.Agents[j].Name })
 	return st

@@ -51,6 +51,10 @@ type Daemon struct {
 	vaultMu      sync.Mutex                      // one vault change at a time
 	versions     func() (uint64, map[string]int) // the vault's live secret versions
 	lastVersions atomic.Pointer[map[string]int]  // as last seen, to tell what changed
+
+	counts     *counters     // per-agent totals for status
+	started    time.Time     // when Run began
+	policyLoad atomic.Uint64 // policies applied so far: 1 after start, +1 per accepted reload
 }
 
 // Run starts the daemon and serves until ctx is done. ready, if not nil, is closed once agents
@@ -65,6 +69,8 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 	if err != nil {
 		return err
 	}
+	d.counts, d.started = &counters{}, time.Now()
+	met.counts = d.counts
 	d.agents.byID = map[uint64]string{}
 	d.agents.byName = map[string]agentCgroup{}
 
@@ -138,7 +144,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 	if err != nil {
 		return fmt.Errorf("loading CA: %w", err)
 	}
-	if err := writeCABundle(cfg.CABundle(), ca.CertPEM()); err != nil {
+	if err := writeCABundle(cfg.CABundle(), cfg.CACertDir(), ca.CertPEM()); err != nil {
 		return err
 	}
 	roots, err := upstreamRoots(cfg.Proxy.UpstreamCAFiles)
@@ -325,6 +331,7 @@ func (d *Daemon) applyPolicy(pol *policy.Policy) error {
 		return fmt.Errorf("auditing policy load: %w", err)
 	}
 	d.policy.p.Store(pol)
+	d.policyLoad.Add(1)
 	d.log.Info("policy loaded", "file", d.cfg.Policy, "digest", pol.Digest()[:12], "agents", len(pol.Agents()))
 	return nil
 }

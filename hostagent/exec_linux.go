@@ -16,9 +16,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// caEnv are the variables common runtimes read for their trust store; exec points them all at
-// the bundle of system roots plus the wirken CA.
-var caEnv = []string{"SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"}
+// caEnv are the variables common runtimes read for their trust store (OpenSSL and Go, curl,
+// Python requests, Node, git, the AWS SDKs and CLI, Deno, Cargo); exec points them all at the
+// bundle of system roots plus the wirken CA. SSL_CERT_DIR is set apart: it names a directory.
+var caEnv = []string{"SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
+	"GIT_SSL_CAINFO", "AWS_CA_BUNDLE", "DENO_CERT", "CARGO_HTTP_CAINFO"}
 
 // ExecSpec says what to launch as which agent.
 type ExecSpec struct {
@@ -120,6 +122,9 @@ func startNoNewPrivs(cmd *exec.Cmd) error {
 func agentEnv(env []string, info AgentInfo) []string {
 	for _, k := range caEnv {
 		env = setEnv(env, k, info.CABundle)
+	}
+	if info.CertDir != "" {
+		env = setEnv(env, "SSL_CERT_DIR", info.CertDir)
 	}
 	for k, v := range info.Env { // placeholders, never secrets
 		env = setEnv(env, k, v)

@@ -17,6 +17,7 @@ type metrics struct {
 	duration  metric.Float64Histogram // time from the audit record to the end of the response
 	auditLag  metric.Float64Histogram // time to make one audit record durable
 	auditFail metric.Int64Counter     // audit writes that failed (each one a refused request)
+	counts    *counters               // the same totals per agent, for wirken status
 }
 
 func newMetrics(m metric.Meter) (*metrics, error) {
@@ -48,6 +49,7 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 }
 
 func (m *metrics) denied(agent, kind string) {
+	m.counts.add(agent, 0, 1)
 	m.denials.Add(context.Background(), 1, metric.WithAttributes(attribute.String("wirken.agent", agent), attribute.String("wirken.decision.kind", kind)))
 }
 
@@ -60,6 +62,7 @@ func (m *metrics) appended(start time.Time, err error) {
 }
 
 func (m *metrics) finished(agent string, status int, start time.Time) {
+	m.counts.add(agent, 1, 0)
 	attrs := metric.WithAttributes(attribute.String("wirken.agent", agent), attribute.Int("http.response.status_code", status))
 	m.requests.Add(context.Background(), 1, attrs)
 	m.duration.Record(context.Background(), time.Since(start).Seconds(), attrs)

@@ -302,11 +302,17 @@ func run(t *testing.T, stdin *strings.Reader, cmd *exec.Cmd) result {
 
 func (e *env) wirken(stdin *strings.Reader, args ...string) result {
 	e.t.Helper()
+	return runWirken(e.t, wirkenBin, e.config, stdin, args...)
+}
+
+// runWirken runs a wirken binary with a configuration, to completion or a minute.
+func runWirken(t *testing.T, bin, config string, stdin *strings.Reader, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, wirkenBin, args...)
-	cmd.Env = append(os.Environ(), "WIRKEN_CONFIG="+e.config)
-	return run(e.t, stdin, cmd)
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), "WIRKEN_CONFIG="+config)
+	return run(t, stdin, cmd)
 }
 
 // asAgent runs argv as agent demo through `wirken exec`.
@@ -367,23 +373,7 @@ func (e *env) killDaemon() {
 // left in its cgroups, the cgroups, the pinned programs and maps, and the temp dir.
 func (e *env) cleanup() {
 	e.killDaemon()
-	if _, err := os.Stat(e.cgroup); err == nil {
-		os.WriteFile(filepath.Join(e.cgroup, "cgroup.kill"), []byte("1"), 0)
-		time.Sleep(100 * time.Millisecond)
-		// Remove leaves first.
-		var dirs []string
-		filepath.WalkDir(e.cgroup, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		for i := len(dirs) - 1; i >= 0; i-- {
-			if err := os.Remove(dirs[i]); err != nil {
-				e.t.Logf("cleanup: removing cgroup %s: %v", dirs[i], err)
-			}
-		}
-	}
+	removeCgroupTree(e.t, e.cgroup)
 	if err := os.RemoveAll(e.pinDir); err != nil {
 		e.t.Logf("cleanup: removing pins %s: %v", e.pinDir, err)
 	}
@@ -452,10 +442,14 @@ func TestWalkingSkeleton(t *testing.T) {
 			t.Fatal("the secret is in the agent's environment")
 		}
 		bundle := filepath.Join(e.dir, "state", "ca-bundle.pem")
-		for _, v := range []string{"SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"} {
+		for _, v := range []string{"SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
+			"GIT_SSL_CAINFO", "AWS_CA_BUNDLE", "DENO_CERT", "CARGO_HTTP_CAINFO"} {
 			if !strings.Contains(r.stdout, v+"="+bundle+"\n") {
 				t.Errorf("agent environment lacks %s=%s", v, bundle)
 			}
+		}
+		if !strings.Contains(r.stdout, "SSL_CERT_DIR="+filepath.Join(e.dir, "state", "certs")+"\n") {
+			t.Error("agent environment lacks SSL_CERT_DIR")
 		}
 		id := e.asAgent("id", "-u").mustSucceed(t)
 		if strings.TrimSpace(id.stdout) == "0" {

@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -110,4 +111,26 @@ func (l *countingListener) Accept() (net.Conn, error) {
 		l.accepted.Add(1)
 	}
 	return c, err
+}
+
+// removeCgroupTree kills every process in a test's cgroup tree and removes the tree, leaves
+// first, so a failed test leaves nothing behind.
+func removeCgroupTree(t *testing.T, dir string) {
+	if _, err := os.Stat(dir); err != nil {
+		return
+	}
+	os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
+	time.Sleep(100 * time.Millisecond)
+	var dirs []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := os.Remove(dirs[i]); err != nil {
+			t.Logf("cleanup: removing cgroup %s: %v", dirs[i], err)
+		}
+	}
 }

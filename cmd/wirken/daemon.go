@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -37,7 +36,7 @@ func cmdRun(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	tel, shutdown, err := setupTelemetry(ctx, logger)
+	tel, shutdown, err := setupTelemetry(ctx, logger, cfg.Metrics.Prometheus)
 	defer func() {
 		if err := shutdown(context.Background()); err != nil {
 			logger.Warn("flushing telemetry", "err", err)
@@ -79,44 +78,22 @@ func cmdExec(args []string) error {
 	return nil
 }
 
-func cmdStatus(args []string) error {
-	return controlCall("status", args, func(ctx context.Context, c *hostagent.Client) (any, error) { return c.Status(ctx) })
-}
-
-func cmdReload(args []string) error {
-	return controlCall("reload", args, func(ctx context.Context, c *hostagent.Client) (any, error) { return c.Reload(ctx) })
-}
-
-func controlCall(name string, args []string, call func(context.Context, *hostagent.Client) (any, error)) error {
-	fs := newFlags(name)
-	config := fs.String("config", defaultConfig(), "daemon configuration `file` (for the control socket)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	cfg, err := hostagent.LoadConfig(*config)
-	if err != nil {
-		return err
-	}
-	v, err := call(context.Background(), hostagent.NewClient(cfg.ControlSocket))
-	if err != nil {
-		return err
-	}
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
 // newLogger logs text to a terminal and JSON otherwise (journald, files), on stderr.
 func newLogger(level, format string) (*slog.Logger, error) {
+	return newLoggerTo(os.Stderr, level, format)
+}
+
+// newLoggerTo is newLogger on out.
+func newLoggerTo(out *os.File, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("log level %q: %w", level, err)
 	}
 	opts := &slog.HandlerOptions{Level: l}
-	if format == "json" || (format != "text" && !isTerminal(os.Stderr)) {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	if format == "json" || (format != "text" && !isTerminal(out)) {
+		return slog.New(slog.NewJSONHandler(out, opts)), nil
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	return slog.New(slog.NewTextHandler(out, opts)), nil
 }
 
 func isTerminal(f *os.File) bool {

@@ -37,16 +37,19 @@ var commands map[string]command
 
 func init() {
 	commands = map[string]command{
-		"run":     {"run the daemon in the foreground", cmdRun},
-		"exec":    {"run a command as an agent: exec --agent NAME [--user U] -- CMD...", cmdExec},
-		"vault":   {"manage the vault: " + vaultUsage, cmdVault},
-		"policy":  {"check or explain a policy: policy check FILE | explain [--policy FILE] --agent A [--method M] URL", cmdPolicy},
-		"audit":   {"read the audit log: audit verify [--trusted-checkpoint F] | tail [-f] [--json] | prove --seq N", cmdAudit},
-		"ca":      {"create the interception CA: ca init", cmdCA},
-		"status":  {"ask the running daemon for its status", cmdStatus},
-		"reload":  {"ask the running daemon to reload its policy", cmdReload},
-		"version": {"print the version", cmdVersion},
-		"doctor":  {"check this host can run wirken: " + doctorUsage, cmdDoctor},
+		"run":       {"run the daemon in the foreground", cmdRun},
+		"exec":      {"run a command as an agent: exec --agent NAME [--user U] -- CMD...", cmdExec},
+		"vault":     {"manage the vault: " + vaultUsage, cmdVault},
+		"policy":    {"check or explain a policy: policy check FILE | explain [--policy FILE] --agent A [--method M] URL", cmdPolicy},
+		"audit":     {"read the audit log: audit verify [--trusted-checkpoint F] | tail [-f] [--json] | prove --seq N", cmdAudit},
+		"ca":        {"the interception CA: ca init | show | install [--root DIR]", cmdCA},
+		"status":    {"the running daemon: agents, processes, connections, counters, generations [--json]", cmdStatus},
+		"agents":    {"the running daemon's agents as a table [--json]", cmdAgents},
+		"reload":    {"ask the running daemon to reload its policy", cmdReload},
+		"version":   {"print the version", cmdVersion},
+		"doctor":    {"check this host can run wirken: " + doctorUsage, cmdDoctor},
+		"install":   {"install the binary, /etc/wirken, /var/lib/wirken and the systemd unit: install [--prefix P] [--root DIR]", cmdInstall},
+		"uninstall": {"detach the programs, remove cgroups, unit and binary: uninstall [--force] [--purge]", cmdUninstall},
 	}
 }
 
@@ -95,7 +98,7 @@ func usage(w io.Writer) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-8s %s\n", n, commands[n].summary)
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun `wirken COMMAND -h` for a command's flags.")
 }

@@ -28,7 +28,9 @@ import (
 // OTEL_EXPORTER_OTLP_PROTOCOL (grpc, or http/protobuf by default); OTEL_TRACES_EXPORTER=none and
 // OTEL_METRICS_EXPORTER=none turn a signal off. Export is batched and periodic, so it never
 // blocks the data path; the exporters read the rest of the OTEL_* variables themselves.
-func setupTelemetry(ctx context.Context, log *slog.Logger) (hostagent.Telemetry, func(context.Context) error, error) {
+//
+// promAddr, if set, also serves the metrics for Prometheus at http://promAddr/metrics.
+func setupTelemetry(ctx context.Context, log *slog.Logger, promAddr string) (hostagent.Telemetry, func(context.Context) error, error) {
 	tel := hostagent.Telemetry{Logger: log, Tracer: tracenoop.NewTracerProvider(), Meter: metricnoop.NewMeterProvider()}
 	for _, sig := range []string{"TRACES", "METRICS"} {
 		if p, ok := exportProtocol(sig); ok && p != "grpc" && p != "http/protobuf" {
@@ -66,6 +68,15 @@ func setupTelemetry(ctx context.Context, log *slog.Logger) (hostagent.Telemetry,
 		shutdowns = append(shutdowns, tp.Shutdown)
 		log.Info("exporting spans over OTLP", "protocol", proto)
 	}
+	var readers []sdkmetric.Option
+	if promAddr != "" {
+		reader, stop, err := servePrometheus(promAddr, log)
+		if err != nil {
+			return tel, shutdown, err
+		}
+		readers = append(readers, sdkmetric.WithReader(reader))
+		shutdowns = append(shutdowns, stop)
+	}
 	if proto, ok := exportProtocol("METRICS"); ok {
 		var exp sdkmetric.Exporter
 		var err error
@@ -78,10 +89,14 @@ func setupTelemetry(ctx context.Context, log *slog.Logger) (hostagent.Telemetry,
 		if err != nil {
 			return tel, shutdown, fmt.Errorf("creating OTLP metric exporter: %w", err)
 		}
-		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp)), sdkmetric.WithResource(resource.Default()))
+		readers = append(readers, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp)))
+	}
+	if len(readers) > 0 {
+		mp := sdkmetric.NewMeterProvider(append(readers, sdkmetric.WithResource(resource.Default()))...)
 		otel.SetMeterProvider(mp)
 		tel.Meter = mp
-		shutdowns = append(shutdowns, mp.Shutdown)
+		// The provider stops first, so the Prometheus server (stopped after) serves to the end.
+		shutdowns = append([]func(context.Context) error{mp.Shutdown}, shutdowns...)
 	}
 	if _, t := exportProtocol("TRACES"); !t {
 		log.Info("spans are not exported: set OTEL_EXPORTER_OTLP_ENDPOINT to send them to a collector")

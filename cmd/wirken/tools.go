@@ -301,8 +301,14 @@ func auditProve(args []string) error {
 }
 
 func cmdCA(args []string) error {
+	if len(args) > 0 && args[0] == "show" {
+		return caShow(args[1:])
+	}
+	if len(args) > 0 && args[0] == "install" {
+		return caInstall(args[1:])
+	}
 	if len(args) == 0 || args[0] != "init" {
-		return usageError("ca needs a subcommand: init")
+		return usageError("ca needs a subcommand: init | show | install")
 	}
 	fs := newFlags("ca init")
 	config := fs.String("config", defaultConfig(), "daemon configuration `file`")

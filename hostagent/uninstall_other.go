@@ -1,0 +1,16 @@
+//go:build !linux
+
+package hostagent
+
+import "io"
+
+// UninstallSpec says what `wirken uninstall` removes.
+type UninstallSpec struct {
+	Root, Prefix string
+	Config       *Config
+	Force, Purge bool
+	Out          io.Writer
+}
+
+// Uninstall is only available on Linux.
+func Uninstall(UninstallSpec) error { return errLinuxOnly }
