@@ -24,6 +24,10 @@ type Config struct {
 	PinDir string
 	// ProxyPort is the port the proxy listens on at 127.0.0.1 and [::1].
 	ProxyPort uint16
+	// DNSPort is the port wirken's resolver listens on at 127.0.0.1 and
+	// [::1], over UDP and TCP. Agents' DNS (port 53, any address) is steered
+	// there. 0 means no resolver: agents' DNS is denied like other UDP.
+	DNSPort uint16
 }
 
 func (c Config) validate() error {
@@ -38,6 +42,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("pin dir %q: must be a directory below the bpffs root", c.PinDir)
 	case c.ProxyPort == 0:
 		return errors.New("proxy port: must not be 0")
+	case c.DNSPort != 0 && c.DNSPort == c.ProxyPort:
+		return fmt.Errorf("dns port %d: must differ from the proxy port", c.DNSPort)
 	}
 	return nil
 }

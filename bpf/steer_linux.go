@@ -73,19 +73,16 @@ func Load(cfg Config) (*Steering, error) {
 	if err := setVariable(spec, steerVarAgentLevel, cfg.AgentLevel); err != nil {
 		return nil, err
 	}
+	if err := setVariable(spec, steerVarDnsPort, cfg.DNSPort); err != nil {
+		return nil, err
+	}
 	objs := new(steerObjects)
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: mapsDir}}
 	if err := spec.LoadAndAssign(objs, opts); err != nil {
 		return nil, fmt.Errorf("loading BPF objects: %w", err)
 	}
 
-	// sockops first: a connect steered before its tuple can be published
-	// would only be reset by the proxy, but there is no reason to cause it.
-	for _, a := range []attachment{
-		{"sockops", ebpf.AttachCGroupSockOps, objs.SteerSockops},
-		{"connect4", ebpf.AttachCGroupInet4Connect, objs.SteerConnect4},
-		{"connect6", ebpf.AttachCGroupInet6Connect, objs.SteerConnect6},
-	} {
+	for _, a := range attachments(objs) {
 		err := attachOrUpdate(filepath.Join(linksDir, a.name), cfg.AgentsCgroup, cgID, a)
 		if err != nil {
 			objs.Close()
@@ -94,6 +91,41 @@ func Load(cfg Config) (*Steering, error) {
 	}
 	return &Steering{objs: objs}, nil
 }
+
+// attachments lists every program and its hook, in attach order. sockops
+// and the egress recorder come before the connect and sendmsg hooks: a
+// connect steered before its tuple can be published would only be reset by
+// the proxy, but there is no reason to cause it. The deny-only hooks
+// (sock_create, bind) come before the hooks that open a way out. All of them
+// exist from kernel 5.8 on (getpeername4/6, the newest, came in 5.8), which
+// is wirken's minimum, so none is optional: a kernel that lacks one fails
+// the load with the hook's name.
+func attachments(objs *steerObjects) []attachment {
+	return []attachment{
+		{"sock_create", ebpf.AttachCGroupInetSockCreate, objs.SteerSockCreate},
+		{"bind4", ebpf.AttachCGroupInet4Bind, objs.SteerBind4},
+		{"bind6", ebpf.AttachCGroupInet6Bind, objs.SteerBind6},
+		{"egress", ebpf.AttachCGroupInetEgress, objs.SteerEgress},
+		{"sockops", ebpf.AttachCGroupSockOps, objs.SteerSockops},
+		{"getpeername4", ebpf.AttachCgroupInet4GetPeername, objs.SteerGetpeername4},
+		{"getpeername6", ebpf.AttachCgroupInet6GetPeername, objs.SteerGetpeername6},
+		{"recvmsg4", ebpf.AttachCGroupUDP4Recvmsg, objs.SteerRecvmsg4},
+		{"recvmsg6", ebpf.AttachCGroupUDP6Recvmsg, objs.SteerRecvmsg6},
+		{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, objs.SteerSendmsg4},
+		{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, objs.SteerSendmsg6},
+		{"connect4", ebpf.AttachCGroupInet4Connect, objs.SteerConnect4},
+		{"connect6", ebpf.AttachCGroupInet6Connect, objs.SteerConnect6},
+	}
+}
+
+// hookNames are the pin names of every attachment, in attach order.
+var hookNames = func() []string {
+	var names []string
+	for _, a := range attachments(new(steerObjects)) {
+		names = append(names, a.name)
+	}
+	return names
+}()
 
 func setVariable(spec *ebpf.CollectionSpec, name string, value any) error {
 	v, ok := spec.Variables[name]
@@ -193,7 +225,7 @@ func (s *Steering) UnregisterAgent(cgroupID uint64) error {
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("unregistering agent cgroup %d: %w", cgroupID, err)
 	}
-	return nil
+	return s.dropLoopback(cgroupID, nil)
 }
 
 // Origin looks up and deletes the record of an accepted proxy connection:
@@ -219,6 +251,83 @@ func (s *Steering) Origin(client, local netip.AddrPort) (Origin, error) {
 		return Origin{}, fmt.Errorf("looking up origin of %s -> %s: %w", client, local, err)
 	}
 	return originFromMeta(&m), nil
+}
+
+// QueryOrigin looks up who sent the UDP datagram that arrived at the
+// resolver's socket local from client. The record stays (a socket sends many
+// queries; the LRU map evicts old ones). A miss returns an error wrapping
+// ErrNoOrigin: the resolver must then refuse the query.
+func (s *Steering) QueryOrigin(client, local netip.AddrPort) (Origin, error) {
+	if !client.IsValid() || !local.IsValid() {
+		return Origin{}, fmt.Errorf("looking up query origin of %s -> %s: invalid address", client, local)
+	}
+	key := tupleKey(client, local)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.objs == nil {
+		return Origin{}, errors.New("looking up query origin: steering is closed")
+	}
+	var m steerSkMeta
+	if err := s.objs.UdpByTuple.Lookup(&key, &m); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return Origin{}, fmt.Errorf("looking up query origin of %s -> %s: %w", client, local, ErrNoOrigin)
+		}
+		return Origin{}, fmt.Errorf("looking up query origin of %s -> %s: %w", client, local, err)
+	}
+	return originFromMeta(&m), nil
+}
+
+// SetLoopback replaces the loopback services the agent with cgroupID may
+// connect to directly (not through the proxy). Any other loopback
+// destination of the agent is steered to the proxy like the rest.
+func (s *Steering) SetLoopback(cgroupID uint64, allowed []netip.AddrPort) error {
+	if cgroupID == 0 {
+		return errors.New("setting loopback services: cgroup id 0")
+	}
+	want := map[steerLoopbackKey]bool{}
+	for _, ap := range allowed {
+		if !ap.Addr().Unmap().IsLoopback() || ap.Port() == 0 {
+			return fmt.Errorf("setting loopback services: %s is not a loopback address and port", ap)
+		}
+		want[loopbackKey(cgroupID, ap)] = true
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.objs == nil {
+		return errors.New("setting loopback services: steering is closed")
+	}
+	for k := range want {
+		if err := s.objs.LoopbackAllow.Update(k, uint32(1), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("setting loopback services of cgroup %d: %w", cgroupID, err)
+		}
+	}
+	return s.dropLoopback(cgroupID, want)
+}
+
+// dropLoopback deletes the cgroup's entries not in keep. Callers hold s.mu.
+func (s *Steering) dropLoopback(cgroupID uint64, keep map[steerLoopbackKey]bool) error {
+	var stale []steerLoopbackKey
+	var k steerLoopbackKey
+	var v uint32
+	it := s.objs.LoopbackAllow.Iterate()
+	for it.Next(&k, &v) {
+		if k.CgroupId == cgroupID && !keep[k] {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("listing loopback services: %w", err)
+	}
+	for _, k := range stale {
+		if err := s.objs.LoopbackAllow.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("removing a loopback service of cgroup %d: %w", cgroupID, err)
+		}
+	}
+	return nil
+}
+
+func loopbackKey(cgroupID uint64, ap netip.AddrPort) steerLoopbackKey {
+	return steerLoopbackKey{CgroupId: cgroupID, Addr: addr16(ap.Addr()), Port: ap.Port()}
 }
 
 func tupleKey(client, local netip.AddrPort) steerTupleKey {

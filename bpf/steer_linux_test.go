@@ -592,15 +592,15 @@ func TestSteerTCP(t *testing.T) {
 		network  string
 		dst      string
 		proxy    *net.TCPListener
-		wantPeer string // the proxy address as the agent's socket sees it
+		wantPeer string // getpeername4/6: the original peer, not the proxy
 		wantDst  string
 	}{
 		{"v4", "tcp4", fmt.Sprintf("127.0.0.2:%d", dstPort), e.ln4,
-			fmt.Sprintf("127.0.0.1:%d", e.cfg.ProxyPort), fmt.Sprintf("127.0.0.2:%d", dstPort)},
+			fmt.Sprintf("127.0.0.2:%d", dstPort), fmt.Sprintf("127.0.0.2:%d", dstPort)},
 		{"v4-mapped on AF_INET6", "tcp6", fmt.Sprintf("[::ffff:127.0.0.2]:%d", dstPort), e.ln4,
-			fmt.Sprintf("[::ffff:127.0.0.1]:%d", e.cfg.ProxyPort), fmt.Sprintf("127.0.0.2:%d", dstPort)},
-		{"native v6", "tcp6", fmt.Sprintf("[::2]:%d", dstPort), e.ln6,
-			fmt.Sprintf("[::1]:%d", e.cfg.ProxyPort), fmt.Sprintf("[::2]:%d", dstPort)},
+			fmt.Sprintf("[::ffff:127.0.0.2]:%d", dstPort), fmt.Sprintf("127.0.0.2:%d", dstPort)},
+		{"native v6", "tcp6", fmt.Sprintf("[2001:db8::7]:%d", dstPort), e.ln6,
+			fmt.Sprintf("[2001:db8::7]:%d", dstPort), fmt.Sprintf("[2001:db8::7]:%d", dstPort)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -609,7 +609,7 @@ func TestSteerTCP(t *testing.T) {
 				t.Fatalf("agent connect to %s: %s", tt.dst, a.res.Err)
 			}
 			if a.res.Peer != tt.wantPeer {
-				t.Errorf("agent is connected to %s, want the proxy at %s", a.res.Peer, tt.wantPeer)
+				t.Errorf("getpeername says %s, want the original peer %s", a.res.Peer, tt.wantPeer)
 			}
 			c := accept(t, tt.proxy)
 			defer a.finish(t, c)
@@ -767,8 +767,8 @@ func TestReloadKeepsSteering(t *testing.T) {
 
 	s2 := e.load() // no RegisterAgent: the pinned agents map carries over
 	after := pinnedLinks(t, e.cfg.PinDir)
-	if len(before) != 3 || len(after) != 3 {
-		t.Fatalf("pinned links before %v after %v, want 3 each", before, after)
+	if len(before) != len(hookNames) || len(after) != len(hookNames) {
+		t.Fatalf("pinned links before %v after %v, want %d each", before, after, len(hookNames))
 	}
 	for name, b := range before {
 		a := after[name]
@@ -779,9 +779,9 @@ func TestReloadKeepsSteering(t *testing.T) {
 			t.Errorf("link %s: still runs program %d, want the newly loaded one", name, a.Program)
 		}
 	}
-	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupSockOps, ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupInet6Connect} {
-		if n := attachedPrograms(t, e.agents, at); n != 1 {
-			t.Errorf("%s: %d programs attached to agents/, want 1", at, n)
+	for _, a := range attachments(s2.objs) {
+		if n := attachedPrograms(t, e.agents, a.attach); n != 1 {
+			t.Errorf("%s: %d programs attached to agents/, want 1", a.attach, n)
 		}
 	}
 
@@ -986,9 +986,9 @@ func TestLoadReplacesDefunctLinks(t *testing.T) {
 		t.Fatalf("Load after the agents cgroup was recreated: %v", err)
 	}
 	defer s2.Close()
-	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupSockOps, ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupInet6Connect} {
-		if n := attachedPrograms(t, e.agents, at); n != 1 {
-			t.Errorf("%s: %d programs attached to the new agents/, want 1", at, n)
+	for _, a := range attachments(s2.objs) {
+		if n := attachedPrograms(t, e.agents, a.attach); n != 1 {
+			t.Errorf("%s: %d programs attached to the new agents/, want 1", a.attach, n)
 		}
 	}
 	if err := s2.RegisterAgent(e.cgroupID(leaf)); err != nil {

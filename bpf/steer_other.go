@@ -30,6 +30,16 @@ func (s *Steering) Origin(client, local netip.AddrPort) (Origin, error) {
 	return Origin{}, fmt.Errorf("looking up origin: %w", ErrNotSupported)
 }
 
+// QueryOrigin returns ErrNotSupported.
+func (s *Steering) QueryOrigin(client, local netip.AddrPort) (Origin, error) {
+	return Origin{}, fmt.Errorf("looking up query origin: %w", ErrNotSupported)
+}
+
+// SetLoopback returns ErrNotSupported.
+func (s *Steering) SetLoopback(cgroupID uint64, allowed []netip.AddrPort) error {
+	return fmt.Errorf("setting loopback services: %w", ErrNotSupported)
+}
+
 // Close does nothing.
 func (s *Steering) Close() error { return nil }
 
