@@ -267,6 +267,21 @@ static __always_inline int loopback_allowed(__u64 id, __u32 a0, __u32 a1, __u32 
 }
 
 /*
+ * UDP straight to the resolver's own address. That is also what sendmsg4
+ * sees when a dual-stack socket connected (and steered) to a v4-mapped
+ * resolver sends: the kernel passes the connected address on. The socket's
+ * record of where the agent meant to go is kept; a socket without one gets
+ * one, so the resolver still learns who is asking.
+ */
+static __always_inline int to_resolver(struct bpf_sock_addr *ctx, __u64 id,
+				       __u32 a0, __u32 a1, __u32 a2, __u32 a3)
+{
+	if (bpf_sk_storage_get(&sk_meta_store, ctx->sk, 0, 0))
+		return ALLOW;
+	return save_meta(ctx, id, a0, a1, a2, a3) == 0 ? ALLOW : DENY;
+}
+
+/*
  * connect4 and sendmsg4: where an IPv4 destination goes. Returns DENY or
  * ALLOW; on ALLOW the context may have been rewritten.
  */
@@ -283,8 +298,9 @@ static __always_inline int steer4(struct bpf_sock_addr *ctx, int udp)
 	if (udp) {
 		if (dns_port == 0)
 			return DENY;
-		if (port != port_be(DNS_PORT) &&
-		    !(ip == bpf_htonl(LOOPBACK4) && port == port_be(dns_port)))
+		if (ip == bpf_htonl(LOOPBACK4) && port == port_be(dns_port))
+			return to_resolver(ctx, id, 0, 0, bpf_htonl(0xffff), ip);
+		if (port != port_be(DNS_PORT))
 			return DENY; /* only DNS leaves an agent over UDP */
 		to = dns_port;
 	} else {
@@ -326,7 +342,9 @@ static __always_inline int steer6(struct bpf_sock_addr *ctx, int udp)
 	if (udp) {
 		if (dns_port == 0)
 			return DENY;
-		if (port != port_be(DNS_PORT) && !(local && port == port_be(dns_port)))
+		if (local && port == port_be(dns_port))
+			return to_resolver(ctx, id, a0, a1, a2, a3);
+		if (port != port_be(DNS_PORT))
 			return DENY;
 		to = dns_port;
 	} else {

@@ -126,6 +126,10 @@ func loopbackOnly() error {
 type agentRequest struct {
 	Network string // tcp4, tcp6, udp4, udp6: the socket's family and type
 	Addr    string // destination ip:port
+	Op      string // "" = connect; others in hooks_linux_test.go (agentOp)
+	// For Op "socket": socket(Domain, Type, Proto).
+	Domain, Type, Proto int
+	AsRoot              bool // run the agent as root instead of nobody
 }
 
 // agentResult is what the agent reports on stdout after connect().
@@ -134,6 +138,8 @@ type agentResult struct {
 	Err   string // connect's error text
 	Local string // getsockname after a successful connect
 	Peer  string // getpeername after a successful connect
+	From  string // Op dns-*: the source address of the reply
+	Reply string // Op dns-*: the reply's payload
 }
 
 // agentMain connects as asked with raw syscalls (so the family is exactly the
@@ -144,6 +150,9 @@ func agentMain(raw string) int {
 	if err := json.Unmarshal([]byte(raw), &req); err != nil {
 		fmt.Fprintln(os.Stderr, "agent: bad request:", err)
 		return 2
+	}
+	if req.Op != "" {
+		return agentOp(req)
 	}
 	dst, err := netip.ParseAddrPort(req.Addr)
 	if err != nil {
@@ -438,7 +447,13 @@ type agent struct {
 // to connect and waits for its report.
 func (e *testEnv) spawn(cgPath, network, addr string) *agent {
 	e.t.Helper()
-	req, err := json.Marshal(agentRequest{Network: network, Addr: addr})
+	return e.spawnReq(cgPath, agentRequest{Network: network, Addr: addr})
+}
+
+// spawnReq is spawn with any request.
+func (e *testEnv) spawnReq(cgPath string, r agentRequest) *agent {
+	e.t.Helper()
+	req, err := json.Marshal(r)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -455,6 +470,9 @@ func (e *testEnv) spawn(cgPath, network, addr string) *agent {
 		CgroupFD:    int(cg.Fd()),
 		Credential:  &syscall.Credential{Uid: agentUID, Gid: agentGID},
 		Pdeathsig:   syscall.SIGKILL,
+	}
+	if r.AsRoot {
+		cmd.SysProcAttr.Credential = nil
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
