@@ -42,6 +42,11 @@ type Config struct {
 	Cgroup struct {
 		Root string `toml:"root"`
 	} `toml:"cgroup"`
+	DNS struct {
+		Port            int      `toml:"port"`
+		Upstreams       []string `toml:"upstreams"`
+		RequireResolved *bool    `toml:"require_resolved"`
+	} `toml:"dns"`
 	BPF struct {
 		PinDir string `toml:"pin_dir"`
 	} `toml:"bpf"`
@@ -176,6 +181,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if c.Proxy.Port < 1 || c.Proxy.Port > 65535 {
 		errs = append(errs, fmt.Sprintf("%s:%d: proxy.port: %d is not a TCP port", path, keyLine(data, toml.Key{"proxy", "port"}), c.Proxy.Port))
 	}
+	errs = append(errs, c.dnsDefaults(data)...)
 	if c.Cgroup.Root == "" {
 		c.Cgroup.Root = "wirken"
 	}

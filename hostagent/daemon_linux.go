@@ -25,6 +25,7 @@ import (
 	"github.com/wirken/wirken/bpf"
 	"github.com/wirken/wirken/mitm"
 	"github.com/wirken/wirken/policy"
+	"github.com/wirken/wirken/resolver"
 	"github.com/wirken/wirken/vault"
 )
 
@@ -42,6 +43,8 @@ type Daemon struct {
 	audit  *audit.Log
 	steer  *bpf.Steering
 	proxy  *mitm.Proxy
+
+	resolver *resolver.Resolver
 
 	root   string // <cgroup2>/<cfg.Cgroup.Root>
 	agents registry
@@ -161,6 +164,16 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		}
 	}()
 
+	ups, err := cfg.dnsUpstreams()
+	if err != nil {
+		return err
+	}
+	dnsLns, err := listenDNS(cfg.dnsListenAddrs(), log)
+	if err != nil {
+		return err
+	}
+	defer dnsLns.close()
+
 	level, err := cgroupLevel(d.agents.mount, d.agents.mountRoot, filepath.Join(d.root, "agents"))
 	if err != nil {
 		return err
@@ -170,6 +183,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		AgentLevel:   level + 1,
 		PinDir:       cfg.BPF.PinDir,
 		ProxyPort:    uint16(cfg.Proxy.Port),
+		DNSPort:      uint16(cfg.DNS.Port),
 	})
 	if err != nil {
 		return fmt.Errorf("loading eBPF steering: %w", err)
@@ -180,6 +194,18 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		return err
 	}
 
+	d.resolver, err = resolver.New(resolver.Config{
+		Upstreams: ups, Identify: dnsIdentifier{d}, Policy: &d.policy, Logger: log.With("component", "resolver"),
+	})
+	if err != nil {
+		return err
+	}
+	defer dnsLns.serve(d.resolver, log)()
+	var names mitm.Names
+	if *cfg.DNS.RequireResolved {
+		names = d.resolver
+	}
+
 	d.proxy, err = mitm.New(mitm.Config{
 		CA:            ca,
 		UpstreamRoots: roots,
@@ -188,6 +214,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		Secrets:       d.vault,
 		Recorder:      &recorder{log: d.audit, tracer: d.tracer, metrics: met, logger: log},
 		Logger:        log,
+		Names:         names,
 	})
 	if err != nil {
 		return err
@@ -230,7 +257,8 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	log.Info("wirken is running", "proxy_port", cfg.Proxy.Port, "cgroup", d.root, "pin_dir", cfg.BPF.PinDir,
+	log.Info("wirken is running", "proxy_port", cfg.Proxy.Port, "dns_port", cfg.DNS.Port, "dns_upstreams", ups,
+		"require_resolved", *cfg.DNS.RequireResolved, "cgroup", d.root, "pin_dir", cfg.BPF.PinDir,
 		"agents", len(pol.Agents()), "control_socket", cfg.ControlSocket)
 	if ready != nil {
 		close(ready)
@@ -310,6 +338,9 @@ func (d *Daemon) reloadPolicy() error {
 func (d *Daemon) applyPolicy(pol *policy.Policy) error {
 	if err := d.agents.sync(pol.Agents(), filepath.Join(d.root, "agents"), d.steer, d.log); err != nil {
 		return err
+	}
+	if err := d.setLoopback(pol); err != nil {
+		return fmt.Errorf("setting agents' loopback services: %w", err)
 	}
 	if _, err := d.audit.Append(audit.Record{Type: "policy.load", Decision: "accept", Policy: pol.Digest()}); err != nil {
 		return fmt.Errorf("auditing policy load: %w", err)

@@ -68,6 +68,9 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	if !g.Allow {
 		return p.refuse(req, ev, http.StatusForbidden, g.Rule, g.Reason)
 	}
+	if !s.tls && !p.agentResolved(o, host) {
+		return p.refuse(req, ev, http.StatusForbidden, g.Rule, unresolvedReason(o, host))
+	}
 	// Without TLS nothing proves the destination is the named host, so it must be one of the
 	// host's addresses. Only names the policy allows are looked up.
 	if !s.tls && !p.resolvesTo(req.Context(), host, o.Dst.Addr()) {

@@ -98,6 +98,9 @@ type Config struct {
 	IdleTimeout time.Duration
 	// MaxHeaderBytes caps what an agent may send before a request's header is complete.
 	MaxHeaderBytes int64
+	// Names, if set, requires that the name a connection is for (SNI, or Host for plain
+	// HTTP) is one the agent resolved to the destination through wirken's resolver.
+	Names Names
 	// DialTimeout bounds the upstream TCP connect.
 	DialTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait for an upstream's response header (LLM calls may
@@ -325,6 +328,10 @@ func (p *Proxy) handle(c *clientConn) {
 		}
 		d := p.cfg.Policy.Decide(o.Agent, s.sni, o.Dst.Port())
 		ev.Rule = d.Rule
+		if d.Mode != policy.Deny && !p.agentResolved(o, s.sni) {
+			p.denyConn(c, ev, unresolvedReason(o, s.sni))
+			return
+		}
 		switch d.Mode {
 		case policy.Intercept:
 		case policy.Passthrough:

@@ -137,6 +137,12 @@ func (h *harness) auth() []string {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	return newHarnessWith(t, nil)
+}
+
+// newHarnessWith is newHarness with a change to the proxy's configuration.
+func newHarnessWith(t *testing.T, change func(*Config)) *harness {
+	t.Helper()
 	b := make([]byte, 16)
 	rand.Read(b)
 	h := &harness{rec: &fakeRecorder{}, logs: &bytes.Buffer{}, canary: "WKCANARY-" + hex.EncodeToString(b)}
@@ -176,7 +182,7 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	h.steer = &fakeSteering{agent: "demo", dst: netip.MustParseAddrPort(up.Listener.Addr().String())}
-	p, err := New(Config{
+	cfg := Config{
 		CA:            h.ca,
 		UpstreamRoots: roots,
 		Steering:      h.steer,
@@ -184,7 +190,11 @@ func newHarness(t *testing.T) *harness {
 		Secrets:       &fakeSecrets{value: h.canary},
 		Recorder:      h.rec,
 		Logger:        slog.New(slog.NewTextHandler(&lockedWriter{w: h.logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	if change != nil {
+		change(&cfg)
+	}
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
