@@ -30,6 +30,9 @@ import (
 var wirkenBin string
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 2 && os.Args[1] == escapeAgentArg {
+		os.Exit(escapeAgent(os.Args[2:]))
+	}
 	dir, err := os.MkdirTemp("", "wirken-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -104,6 +107,8 @@ type env struct {
 	api          *upstream    // api.example.test on 127.0.0.2:443, has a rule and a credential
 	other        *upstream    // evil.example.test on 127.0.0.3:443, has no rule
 	dnsUp        *dnsUpstream // the upstream resolver: api.example.test and evil.example.test
+	proxyPort    int
+	dnsPort      int
 	upCA         *testCA
 	otlp         *otlpReceiver // nil when exporting elsewhere
 	otlpEndpoint string
@@ -204,6 +209,7 @@ func newEnvWith(t *testing.T, opt envOptions) *env {
 	}
 	e.api = startUpstream(t, "127.0.0.2:443", e.upCA.leaf(t, "api.example.test"))
 	e.other = startUpstream(t, "127.0.0.3:443", e.upCA.leaf(t, "evil.example.test"))
+	e.proxyPort, e.dnsPort = freePort(t), freePort(t)
 	e.dnsUp = startDNSUpstream(t, map[string]string{"api.example.test": "127.0.0.2", "evil.example.test": "127.0.0.3"})
 	write(t, filepath.Join(dir, "upstream-ca.pem"), e.upCA.pem)
 	write(t, filepath.Join(dir, "policy.toml"), []byte(`version = 1
@@ -244,8 +250,8 @@ upstreams = [%q]
 [log]
 level = "debug"
 format = "json"
-`, filepath.Join(dir, "state"), filepath.Join(dir, "control.sock"), freePort(t), e.auditPath, filepath.Base(e.cgroup), e.pinDir,
-		freePort(t), e.dnsUp.addr)))
+`, filepath.Join(dir, "state"), filepath.Join(dir, "control.sock"), e.proxyPort, e.auditPath, filepath.Base(e.cgroup), e.pinDir,
+		e.dnsPort, e.dnsUp.addr)))
 
 	e.wirken(nil, "vault", "init").mustSucceed(t)
 	e.wirken(nil, "ca", "init").mustSucceed(t)
