@@ -11,8 +11,6 @@ package bpf
 import (
 	"errors"
 	"fmt"
-	"math/bits"
-	mrand "math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -127,6 +125,17 @@ func agentSocket(network string, dst netip.AddrPort) (int, unix.Sockaddr, error)
 	return fd, &unix.SockaddrInet6{Port: int(dst.Port()), Addr: dst.Addr().As16()}, nil
 }
 
+// loadedAgent creates agents/a, loads the steering and registers the agent.
+func (e *testEnv) loadedAgent() (string, *Steering) {
+	e.t.Helper()
+	leaf := e.cgroup("agents/a")
+	s := e.load()
+	if err := s.RegisterAgent(e.cgroupID(leaf)); err != nil {
+		e.t.Fatal(err)
+	}
+	return leaf, s
+}
+
 // dnsServer stands in for wirken's resolver: it answers each UDP datagram
 // with who sent it according to QueryOrigin ("<cgroup id> <original dst>"),
 // and accepts TCP on the same port.
@@ -140,10 +149,7 @@ type dnsServer struct {
 func (e *testEnv) listenDNS() *dnsServer {
 	e.t.Helper()
 	for range 50 {
-		port := uint16(20000 + mrand.IntN(40000))
-		if bits.ReverseBytes16(port) == port || port == e.cfg.ProxyPort || port == e.cfg.ProxyPort+1 {
-			continue
-		}
+		port := randomPort(e.cfg.ProxyPort, e.cfg.ProxyPort+1)
 		u4, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)})
 		if err != nil {
 			continue
@@ -235,11 +241,7 @@ func TestDNSOverUDP(t *testing.T) {
 func TestDNSOverTCP(t *testing.T) {
 	e := newTestEnv(t)
 	dns := e.listenDNS()
-	leaf := e.cgroup("agents/a")
-	s := e.load()
-	if err := s.RegisterAgent(e.cgroupID(leaf)); err != nil {
-		t.Fatal(err)
-	}
+	leaf, s := e.loadedAgent()
 	a := e.spawn(leaf, "tcp4", "192.0.2.53:53")
 	if a.res.Errno != 0 {
 		t.Fatalf("agent connect: %s", a.res.Err)
@@ -265,11 +267,7 @@ func TestDNSOverTCP(t *testing.T) {
 func TestUDPDenied(t *testing.T) {
 	e := newTestEnv(t)
 	dns := e.listenDNS()
-	leaf := e.cgroup("agents/a")
-	s := e.load()
-	if err := s.RegisterAgent(e.cgroupID(leaf)); err != nil {
-		t.Fatal(err)
-	}
+	leaf, _ := e.loadedAgent()
 	for _, tt := range []struct{ name, network, op, dst string }{
 		{"sendto v4 443 (QUIC)", "udp4", "sendto", "192.0.2.1:443"},
 		{"sendto v6 443", "udp6", "sendto", "[2001:db8::1]:443"},
@@ -293,11 +291,7 @@ func TestUDPDenied(t *testing.T) {
 
 	// Without a resolver, DNS is just UDP: denied.
 	e2 := newTestEnv(t)
-	leaf2 := e2.cgroup("agents/a")
-	s2 := e2.load()
-	if err := s2.RegisterAgent(e2.cgroupID(leaf2)); err != nil {
-		t.Fatal(err)
-	}
+	leaf2, _ := e2.loadedAgent()
 	a := e2.spawnReq(leaf2, agentRequest{Network: "udp4", Addr: "192.0.2.53:53", Op: "sendto"})
 	defer a.finish(t, nil)
 	if a.res.Errno != int(unix.EPERM) {
@@ -308,11 +302,7 @@ func TestUDPDenied(t *testing.T) {
 func TestBindDenied(t *testing.T) {
 	e := newTestEnv(t)
 	e.listenDNS()
-	leaf := e.cgroup("agents/a")
-	s := e.load()
-	if err := s.RegisterAgent(e.cgroupID(leaf)); err != nil {
-		t.Fatal(err)
-	}
+	leaf, _ := e.loadedAgent()
 	p, d := e.cfg.ProxyPort, e.cfg.DNSPort
 	for _, tt := range []struct {
 		name, network, addr string
@@ -341,11 +331,7 @@ func TestBindDenied(t *testing.T) {
 // test itself, outside the agents, to show the kernel offers it.
 func TestSockCreate(t *testing.T) {
 	e := newTestEnv(t)
-	leaf := e.cgroup("agents/a")
-	s := e.load()
-	if err := s.RegisterAgent(e.cgroupID(leaf)); err != nil {
-		t.Fatal(err)
-	}
+	leaf, _ := e.loadedAgent()
 	const ipprotoMPTCP = 262
 	// Ping sockets are refused to every group by default; open them to all
 	// (this is the test's private network namespace) so the hook is what

@@ -372,24 +372,26 @@ static __always_inline int steer6(struct bpf_sock_addr *ctx, int udp)
 	return ALLOW;
 }
 
-SEC("cgroup/connect4")
-int steer_connect4(struct bpf_sock_addr *ctx)
+/* connect4/6: TCP and UDP only (the family's socket types sock_create lets through). */
+static __always_inline int connect_hook(struct bpf_sock_addr *ctx, int v6)
 {
 	__u32 proto = ctx->protocol;
 
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return DENY;
-	return steer4(ctx, proto == IPPROTO_UDP);
+	return v6 ? steer6(ctx, proto == IPPROTO_UDP) : steer4(ctx, proto == IPPROTO_UDP);
+}
+
+SEC("cgroup/connect4")
+int steer_connect4(struct bpf_sock_addr *ctx)
+{
+	return connect_hook(ctx, 0);
 }
 
 SEC("cgroup/connect6")
 int steer_connect6(struct bpf_sock_addr *ctx)
 {
-	__u32 proto = ctx->protocol;
-
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
-		return DENY;
-	return steer6(ctx, proto == IPPROTO_UDP);
+	return connect_hook(ctx, 1);
 }
 
 SEC("cgroup/sendmsg4")

@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -402,10 +403,7 @@ func (e *testEnv) cgroupID(path string) uint64 {
 func (e *testEnv) listenProxy() {
 	e.t.Helper()
 	for range 50 {
-		port := uint16(20000 + mrand.IntN(40000))
-		if bits.ReverseBytes16(port) == port {
-			continue
-		}
+		port := randomPort()
 		ln4, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)})
 		if err != nil {
 			continue
@@ -419,6 +417,16 @@ func (e *testEnv) listenProxy() {
 		return
 	}
 	e.t.Fatal("no free proxy port")
+}
+
+// randomPort is a random high port whose two bytes differ and that is none of avoid.
+func randomPort(avoid ...uint16) uint16 {
+	for {
+		port := uint16(20000 + mrand.IntN(40000))
+		if bits.ReverseBytes16(port) != port && !slices.Contains(avoid, port) {
+			return port
+		}
+	}
 }
 
 func (e *testEnv) closeProxy() {

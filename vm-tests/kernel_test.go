@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -42,13 +41,10 @@ type escapeResult struct {
 func escapeAgent(args []string) int {
 	var res escapeResult
 	fail := func(err error) {
-		var errno unix.Errno
-		if errors.As(err, &errno) {
+		res.Err, res.Errno = err.Error(), -1
+		if errno := unix.Errno(0); errors.As(err, &errno) {
 			res.Errno = int(errno)
-		} else {
-			res.Errno = -1
 		}
-		res.Err = err.Error()
 	}
 	switch args[0] {
 	case "tls": // tls ADDR SNI: connect (family as written) and shake hands; Detail = issuer
@@ -283,26 +279,13 @@ func escapeBinary(t *testing.T) string {
 			escapeBin.err = err
 			return
 		}
-		dir := filepath.Dir(wirkenBin) // 0755, removed by TestMain
-		src, err := os.Open(exe)
+		data, err := os.ReadFile(exe)
 		if err != nil {
 			escapeBin.err = err
 			return
 		}
-		defer src.Close()
-		p := filepath.Join(dir, "escape-agent")
-		dst, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-		if err != nil {
-			escapeBin.err = err
-			return
-		}
-		if _, err := io.Copy(dst, src); err != nil {
-			escapeBin.err = err
-		}
-		if err := dst.Close(); err != nil && escapeBin.err == nil {
-			escapeBin.err = err
-		}
-		escapeBin.path = p
+		escapeBin.path = filepath.Join(filepath.Dir(wirkenBin), "escape-agent") // 0755, removed by TestMain
+		escapeBin.err = os.WriteFile(escapeBin.path, data, 0o755)
 	})
 	if escapeBin.err != nil {
 		t.Fatalf("preparing the agent helper: %v", escapeBin.err)
