@@ -9,12 +9,18 @@ package bpf
 // cgroup tree and pin dir, the agent is this binary re-executed as nobody.
 
 import (
+	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -66,6 +72,21 @@ func agentOp(req agentRequest) int {
 		}
 	case "sendto":
 		if err := unix.Sendto(fd, []byte("x"), 0, sa); err != nil {
+			setErr(err)
+		}
+	case "late-udp":
+		// Connect and send once (reported), wait for a line on stdin, send again (reported).
+		if err := unix.Connect(fd, sa); err != nil {
+			setErr(err)
+			return report()
+		}
+		if err := unix.Send(fd, []byte("before"), 0); err != nil {
+			setErr(err)
+		}
+		report()
+		res = agentResult{}
+		bufio.NewReader(os.Stdin).ReadString('\n')
+		if err := unix.Send(fd, []byte("after"), 0); err != nil {
 			setErr(err)
 		}
 	case "dns-connected", "dns-sendto":
@@ -435,4 +456,121 @@ func TestLoopbackAllow(t *testing.T) {
 	}
 	nothingPending(t, direct4)
 	nothingPending(t, direct6)
+}
+
+// TestEgressBackstop: a UDP socket an agent connected before the programs were attached is
+// not checked by connect or sendmsg again (the kernel runs those hooks at connect and for
+// unconnected sends only), so only the cgroup_skb backstop stands between it and a real
+// device. Before the attach its datagram leaves through a TUN device (the test reads it);
+// after, it is dropped.
+func TestEgressBackstop(t *testing.T) {
+	e := newTestEnv(t)
+	leaf := e.cgroup("agents/a")
+	tun := openTUN(t, "wktun0", "198.51.100.1/24")
+
+	req, _ := json.Marshal(agentRequest{Network: "udp4", Addr: "198.51.100.2:9", Op: "late-udp"})
+	cg, err := os.Open(leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	cmd := exec.Command(agentBinary(t))
+	cmd.Env = []string{envAgent + "=" + string(req)}
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd()),
+		Credential: &syscall.Credential{Uid: agentUID, Gid: agentGID}, Pdeathsig: syscall.SIGKILL}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.procs = append(e.procs, cmd)
+	out := bufio.NewReader(stdout)
+	readResult := func() agentResult {
+		t.Helper()
+		line, err := out.ReadBytes('\n')
+		var r agentResult
+		if err != nil || json.Unmarshal(line, &r) != nil {
+			t.Fatalf("agent report %q: %v", line, err)
+		}
+		return r
+	}
+
+	if r := readResult(); r.Errno != 0 {
+		t.Fatalf("send before the programs were attached: %s", r.Err)
+	}
+	if got := udpPayloads(t, tun); !slices.Contains(got, "before") {
+		t.Fatalf("the datagram sent before the attach did not leave through the TUN device (saw %q): the check below would prove nothing", got)
+	}
+
+	s := e.load()
+	if err := s.RegisterAgent(e.cgroupID(leaf)); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(stdin, "go\n")
+	if r := readResult(); r.Errno == 0 {
+		t.Error("send after the attach succeeded")
+	}
+	if got := udpPayloads(t, tun); slices.Contains(got, "after") {
+		t.Fatal("the datagram sent after the attach left through the TUN device")
+	}
+	cmd.Wait()
+}
+
+// openTUN creates a TUN device (no packet info) with addr in the private netns and returns
+// its file; what the kernel routes there can be read from it.
+func openTUN(t *testing.T, name, addr string) *os.File {
+	t.Helper()
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatalf("opening /dev/net/tun: %v", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		t.Fatalf("creating TUN device: %v", err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	t.Cleanup(func() { f.Close() })
+	// No IPv6 on it, so nothing but the agent's datagram is ever routed there.
+	os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/disable_ipv6", []byte("1"), 0)
+	for _, args := range [][]string{{"addr", "add", addr, "dev", name}, {"link", "set", name, "up"}} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v\n%s", args, err, out)
+		}
+	}
+	return f
+}
+
+// udpPayloads reads what reaches the TUN device for half a second and returns the payloads
+// of the IPv4 UDP datagrams.
+func udpPayloads(t *testing.T, tun *os.File) []string {
+	t.Helper()
+	var out []string
+	buf := make([]byte, 2048)
+	tun.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	for {
+		n, err := tun.Read(buf)
+		if err != nil {
+			return out
+		}
+		p := buf[:n]
+		if n < 28 || p[0]>>4 != 4 || p[9] != unix.IPPROTO_UDP {
+			continue
+		}
+		ihl := int(p[0]&0xf) * 4
+		if n >= ihl+8 {
+			out = append(out, string(p[ihl+8:]))
+		}
+	}
 }
