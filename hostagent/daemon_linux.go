@@ -427,7 +427,7 @@ func (s steeringAdapter) Origin(client, local netip.AddrPort) (mitm.Origin, erro
 	if err != nil {
 		return mitm.Origin{}, err
 	}
-	return mitm.Origin{Agent: s.d.agents.name(o.CgroupID), Dst: o.Dst, PID: o.PID, UID: o.UID}, nil
+	return mitm.Origin{Agent: s.d.agents.name(o.CgroupID), Dst: o.Dst, PID: o.PID, UID: o.UID, Comm: o.Comm}, nil
 }
 
 func errString(err error) string {

@@ -47,7 +47,7 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	o := s.origin
 	host, port, ok := requestHost(req.Host)
 	ev := Event{
-		Agent: o.Agent, Dst: o.Dst, PID: o.PID, UID: o.UID,
+		Agent: o.Agent, Dst: o.Dst, PID: o.PID, UID: o.UID, Comm: o.Comm,
 		Method: req.Method, Host: host, Port: o.Dst.Port(), Path: req.URL.Path,
 		URL: redactedURL(req, host, o.Dst.Port()),
 	}

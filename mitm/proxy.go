@@ -26,6 +26,7 @@ type Origin struct {
 	Agent    string         // agent name ("" if the cgroup is not a known agent)
 	Dst      netip.AddrPort // where the agent was connecting to
 	PID, UID uint32         // advisory: the process that called connect()
+	Comm     string         // advisory: its task name (set by the process itself)
 }
 
 // Steering resolves an accepted connection to its agent and original destination. An entry is
@@ -53,6 +54,7 @@ type Event struct {
 	Agent      string
 	Dst        netip.AddrPort
 	PID, UID   uint32
+	Comm       string
 	Method     string
 	Host       string
 	Port       uint16
@@ -296,10 +298,10 @@ func (p *Proxy) handle(c *clientConn) {
 		return
 	}
 	if o.Agent == "" {
-		p.denyConn(c, Event{Dst: o.Dst, PID: o.PID, UID: o.UID}, "unknown agent cgroup")
+		p.denyConn(c, Event{Dst: o.Dst, PID: o.PID, UID: o.UID, Comm: o.Comm}, "unknown agent cgroup")
 		return
 	}
-	ev := Event{Agent: o.Agent, Dst: o.Dst, PID: o.PID, UID: o.UID, Port: o.Dst.Port()}
+	ev := Event{Agent: o.Agent, Dst: o.Dst, PID: o.PID, UID: o.UID, Comm: o.Comm, Port: o.Dst.Port()}
 
 	_ = c.SetReadDeadline(time.Now().Add(p.cfg.PeekTimeout))
 	in := bufio.NewReader(c)

@@ -388,6 +388,18 @@ func TestKernelEnforcement(t *testing.T) {
 		}
 	})
 
+	t.Run("audit records name the calling process", func(t *testing.T) {
+		e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo", "--fail")...).mustSucceed(t)
+		use := e.records("credential.use")
+		if len(use) == 0 {
+			t.Fatal("no credential.use record")
+		}
+		last := use[len(use)-1]
+		if last["comm"] != "curl" || last["uid"] != float64(65534) || last["pid"] == nil || last["pid"].(float64) <= 0 {
+			t.Fatalf("credential.use has comm %v uid %v pid %v; want curl, 65534 (nobody), a pid", last["comm"], last["uid"], last["pid"])
+		}
+	})
+
 	t.Run("escapes fail", func(t *testing.T) {
 		deniesBefore := len(e.records("conn.deny"))
 		for _, tt := range []struct {
