@@ -18,12 +18,14 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -573,4 +575,83 @@ func udpPayloads(t *testing.T, tun *os.File) []string {
 			out = append(out, string(p[ihl+8:]))
 		}
 	}
+}
+
+// TestBind: an agent bound to an existing cgroup outside agents/ (and its sub-cgroups) is
+// steered as that agent; after Unbind its cgroup is no longer touched; a restarted loader
+// finds the bound links and updates them in place.
+func TestBind(t *testing.T) {
+	e := newTestEnv(t)
+	unit := e.cgroup("unit.service")
+	sub := e.cgroup("unit.service/sub")
+	s := e.load()
+	id, err := s.Bind("svc", unit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id != e.cgroupID(unit) {
+		t.Fatalf("Bind returned id %d, want %d", id, e.cgroupID(unit))
+	}
+	dst := fmt.Sprintf("127.0.0.2:%d", e.cfg.ProxyPort+1)
+	direct := decoy(t, "tcp4", dst)
+	for _, cg := range []string{unit, sub} {
+		a := e.spawn(cg, "tcp4", dst)
+		if a.res.Errno != 0 {
+			t.Fatalf("connect from %s: %s", cg, a.res.Err)
+		}
+		c := accept(t, e.ln4)
+		remote, local := addrPorts(c)
+		o, err := s.Origin(remote, local)
+		if err != nil || o.CgroupID != id || o.Dst.String() != dst {
+			t.Fatalf("Origin from %s = %+v, %v; want %s as cgroup %d", cg, o, err, dst, id)
+		}
+		a.finish(t, c)
+	}
+	nothingPending(t, direct)
+
+	// A restarted loader keeps the bound links and updates them.
+	before := pinnedLinksIn(t, filepath.Join(e.cfg.PinDir, "links", "bound", "svc"))
+	s.Close()
+	s = e.load()
+	if names, err := s.Bound(); err != nil || len(names) != 1 || names[0] != "svc" {
+		t.Fatalf("Bound() = %v, %v; want [svc]", names, err)
+	}
+	if _, err := s.Bind("svc", unit); err != nil {
+		t.Fatal(err)
+	}
+	after := pinnedLinksIn(t, filepath.Join(e.cfg.PinDir, "links", "bound", "svc"))
+	if len(before) != len(hookNames) || len(after) != len(hookNames) {
+		t.Fatalf("bound links before %d after %d, want %d", len(before), len(after), len(hookNames))
+	}
+	for name, b := range before {
+		if after[name].ID != b.ID || after[name].Program == b.Program {
+			t.Errorf("bound link %s: %+v -> %+v, want the same link with a new program", name, b, after[name])
+		}
+	}
+
+	if _, err := s.Bind("../x", unit); err == nil {
+		t.Fatal("Bind accepted a path as a name")
+	}
+	if err := s.Unbind("svc"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UnregisterAgent(id); err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := s.Bound(); len(names) != 0 {
+		t.Fatalf("Bound() after Unbind = %v", names)
+	}
+	// The links go once the kernel releases them; then the unit's connects are its own.
+	deadline := time.Now().Add(5 * time.Second)
+	for attachedPrograms(t, unit, ebpf.AttachCGroupInet4Connect) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("connect4 still attached to the unbound cgroup")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	a := e.spawn(unit, "tcp4", dst)
+	if a.res.Errno != 0 {
+		t.Fatalf("connect after Unbind: %s", a.res.Err)
+	}
+	a.finish(t, accept(t, direct))
 }

@@ -183,14 +183,32 @@ struct {
 #define CTX_LOAD(field) (*(volatile typeof(field) *)&(field))
 #define CTX_STORE(field, val) (*(volatile typeof(field) *)&(field) = (val))
 
-/* Returns the agent's cgroup id, or 0 when the caller is no registered agent. */
+/* Deepest cgroup level searched for an agent bound to an existing cgroup. */
+#define MAX_BOUND_LEVEL 16
+
+/*
+ * Returns the agent's cgroup id, or 0 when the caller is no registered agent.
+ * An agent under agents/ is the ancestor at agent_level. An agent bound to an
+ * existing cgroup (a systemd unit's, where the programs are attached too) sits
+ * elsewhere in the tree: the outermost registered ancestor is the agent. Only
+ * the daemon registers ids, and it never registers an ancestor of agents/.
+ */
 static __always_inline __u64 agent_identity(void)
 {
 	__u64 id = bpf_get_current_ancestor_cgroup_id(agent_level);
+	int level;
 
-	if (id == 0 || !bpf_map_lookup_elem(&agents, &id))
-		return 0;
-	return id;
+	if (id != 0 && bpf_map_lookup_elem(&agents, &id))
+		return id;
+#pragma unroll
+	for (level = 1; level <= MAX_BOUND_LEVEL; level++) {
+		id = bpf_get_current_ancestor_cgroup_id(level);
+		if (id == 0)
+			return 0; /* below the caller's own level */
+		if (bpf_map_lookup_elem(&agents, &id))
+			return id;
+	}
+	return 0;
 }
 
 /*

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -22,8 +23,9 @@ import (
 // concurrent use. Close releases the file descriptors only: the pinned links
 // and maps keep steering (and failing closed) without the process.
 type Steering struct {
-	mu   sync.RWMutex
-	objs *steerObjects // nil once closed
+	mu       sync.RWMutex
+	objs     *steerObjects // nil once closed
+	linksDir string        // PinDir/links
 }
 
 // attachment is one program and the cgroup hook it attaches to.
@@ -89,7 +91,7 @@ func Load(cfg Config) (*Steering, error) {
 			return nil, err
 		}
 	}
-	return &Steering{objs: objs}, nil
+	return &Steering{objs: objs, linksDir: linksDir}, nil
 }
 
 // attachments lists every program and its hook, in attach order. sockops
@@ -251,6 +253,75 @@ func (s *Steering) Origin(client, local netip.AddrPort) (Origin, error) {
 		return Origin{}, fmt.Errorf("looking up origin of %s -> %s: %w", client, local, err)
 	}
 	return originFromMeta(&m), nil
+}
+
+// Bind ties an agent to an existing cgroup outside agents/ (a systemd unit's, say): every
+// program is attached there too, as links pinned under PinDir/links/bound/<name>/ (updated in
+// place when already pinned), and the cgroup's id is registered. It returns the id. Processes
+// in the cgroup (and below) are then steered as that agent. A cgroup created later at the same
+// path (the unit restarted) is a new cgroup: Bind it again.
+func (s *Steering) Bind(name, path string) (uint64, error) {
+	if !validBoundName(name) {
+		return 0, fmt.Errorf("binding agent %q: not a valid name", name)
+	}
+	id, err := CgroupID(path)
+	if err != nil {
+		return 0, fmt.Errorf("binding agent %s: %w", name, err)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.objs == nil {
+		return 0, errors.New("binding agent: steering is closed")
+	}
+	dir := filepath.Join(s.linksDir, "bound", name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return 0, fmt.Errorf("binding agent %s: %w", name, err)
+	}
+	for _, a := range attachments(s.objs) {
+		if err := attachOrUpdate(filepath.Join(dir, a.name), path, id, a); err != nil {
+			return 0, fmt.Errorf("binding agent %s to %s: %w", name, path, err)
+		}
+	}
+	if err := s.objs.Agents.Update(id, steerAgentInfo{}, ebpf.UpdateAny); err != nil {
+		return 0, fmt.Errorf("registering bound agent %s: %w", name, err)
+	}
+	return id, nil
+}
+
+// Unbind removes the links Bind pinned for name, which detaches the programs from that cgroup.
+// Unregistering its id is the caller's (UnregisterAgent). Unbinding an unknown name is not an
+// error.
+func (s *Steering) Unbind(name string) error {
+	if !validBoundName(name) {
+		return fmt.Errorf("unbinding agent %q: not a valid name", name)
+	}
+	if err := os.RemoveAll(filepath.Join(s.linksDir, "bound", name)); err != nil {
+		return fmt.Errorf("unbinding agent %s: %w", name, err)
+	}
+	return nil
+}
+
+// validBoundName: a bound agent's name is one path element.
+func validBoundName(name string) bool {
+	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, "/\x00")
+}
+
+// Bound lists the agents with pinned bound links (from this or an earlier run).
+func (s *Steering) Bound() ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(s.linksDir, "bound"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing bound agents: %w", err)
+	}
+	var names []string
+	for _, e := range ents {
+		if e.IsDir() {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil
 }
 
 // QueryOrigin looks up who sent the UDP datagram that arrived at the

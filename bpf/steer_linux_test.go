@@ -846,13 +846,22 @@ func TestLoadRefusesForeignPins(t *testing.T) {
 
 func pinnedLinks(t *testing.T, pinDir string) map[string]link.Info {
 	t.Helper()
+	return pinnedLinksIn(t, filepath.Join(pinDir, "links"))
+}
+
+// pinnedLinksIn returns the links pinned directly in dir (not in its subdirectories).
+func pinnedLinksIn(t *testing.T, dir string) map[string]link.Info {
+	t.Helper()
 	out := map[string]link.Info{}
-	entries, err := os.ReadDir(filepath.Join(pinDir, "links"))
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, ent := range entries {
-		l, err := link.LoadPinnedLink(filepath.Join(pinDir, "links", ent.Name()), nil)
+		if ent.IsDir() {
+			continue
+		}
+		l, err := link.LoadPinnedLink(filepath.Join(dir, ent.Name()), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -40,6 +40,21 @@ func (s *Steering) SetLoopback(cgroupID uint64, allowed []netip.AddrPort) error 
 	return fmt.Errorf("setting loopback services: %w", ErrNotSupported)
 }
 
+// Bind returns ErrNotSupported.
+func (s *Steering) Bind(name, path string) (uint64, error) {
+	return 0, fmt.Errorf("binding agent: %w", ErrNotSupported)
+}
+
+// Unbind returns ErrNotSupported.
+func (s *Steering) Unbind(name string) error {
+	return fmt.Errorf("unbinding agent: %w", ErrNotSupported)
+}
+
+// Bound returns ErrNotSupported.
+func (s *Steering) Bound() ([]string, error) {
+	return nil, fmt.Errorf("listing bound agents: %w", ErrNotSupported)
+}
+
 // Close does nothing.
 func (s *Steering) Close() error { return nil }
 
