@@ -342,6 +342,7 @@ func (d *Daemon) applyPolicy(pol *policy.Policy) error {
 	if err := d.setLoopback(pol); err != nil {
 		return fmt.Errorf("setting agents' loopback services: %w", err)
 	}
+	d.agents.pruneBound(d.steer, d.log)
 	if _, err := d.audit.Append(audit.Record{Type: "policy.load", Decision: "accept", Policy: pol.Digest()}); err != nil {
 		return fmt.Errorf("auditing policy load: %w", err)
 	}

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -494,4 +495,75 @@ func TestDaemonRestartUnderLoad(t *testing.T) {
 		t.Errorf("DNS after the restart: %+v; want wirken's answer (nothing listens on 127.0.0.4 here)", r)
 	}
 	e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo", "--fail")...).mustSucceed(t)
+}
+
+// TestBoundAgent: an agent bound by the policy to an existing cgroup outside wirken's tree (as
+// a systemd unit's would be) is steered as that agent: its DNS goes to wirken, its requests are
+// authorized and audited under its name.
+func TestBoundAgent(t *testing.T) {
+	e := newEnv(t)
+	name := "wirken-e2e-unit-" + randHex(t, 4)
+	unit := filepath.Join(cgroup2Mount(t), name)
+	if err := os.Mkdir(unit, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		os.WriteFile(filepath.Join(unit, "cgroup.kill"), []byte("1"), 0)
+		for range 50 {
+			if err := os.Remove(unit); err == nil || errors.Is(err, os.ErrNotExist) {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Errorf("cleanup: cgroup %s stays", unit)
+	})
+	pol, err := os.ReadFile(filepath.Join(e.dir, "policy.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := pol
+	pol = append(append([]byte(nil), base...), fmt.Sprintf(`
+[agents.svc]
+user = "nobody"
+cgroup = "/%s"
+
+[[rules]]
+name = "svc-api"
+agent = "svc"
+hosts = ["api.example.test"]
+ports = [443]
+credential = "api"
+`, name)...)
+	write(t, filepath.Join(e.dir, "policy.toml"), pol)
+	e.wirken(nil, "reload").mustSucceed(t)
+
+	// As a unit would start it: straight into its cgroup, not through wirken exec.
+	fd, err := unix.Open(unit, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	args := curlArgs("api.example.test", "127.0.0.2", "/echo", "--fail", "-k")
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	before := len(e.api.seen())
+	run(t, nil, cmd).mustSucceed(t)
+	seen := e.api.seen()
+	if len(seen) != before+1 || seen[len(seen)-1] != "Bearer "+e.canary {
+		t.Fatalf("upstream saw %q; want the credential injected for the bound agent", seen[before:])
+	}
+	use := e.records("credential.use")
+	if last := use[len(use)-1]; last["agent"] != "svc" || last["rule"] != "svc-api" {
+		t.Fatalf("credential.use = %v; want agent svc by rule svc-api", last)
+	}
+
+	// Unbinding (the agent leaves the policy) detaches the programs: the cgroup is the unit's
+	// own again and wirken's pins for it are gone.
+	write(t, filepath.Join(e.dir, "policy.toml"), base)
+	e.wirken(nil, "reload").mustSucceed(t)
+	if _, err := os.Stat(filepath.Join(e.pinDir, "links", "bound", "svc")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("bound links left after the agent left the policy: %v", err)
+	}
 }
