@@ -195,7 +195,8 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 	}
 
 	d.resolver, err = resolver.New(resolver.Config{
-		Upstreams: ups, Identify: dnsIdentifier{d}, Policy: &d.policy, Logger: log.With("component", "resolver"),
+		Upstreams: ups, Identify: dnsIdentifier{d}, Policy: &d.policy, Recorder: dnsRecorder{d},
+		Logger: log.With("component", "resolver"),
 	})
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/wirken/wirken/audit"
 	"github.com/wirken/wirken/policy"
 	"github.com/wirken/wirken/resolver"
 )
@@ -84,7 +85,7 @@ func (i dnsIdentifier) QueryOrigin(client, local netip.AddrPort) (resolver.Origi
 	if err != nil {
 		return resolver.Origin{}, err
 	}
-	return resolver.Origin{Agent: i.d.agents.name(o.CgroupID), Dst: o.Dst, PID: o.PID}, nil
+	return resolver.Origin{Agent: i.d.agents.name(o.CgroupID), Dst: o.Dst, PID: o.PID, UID: o.UID, Comm: o.Comm}, nil
 }
 
 func (i dnsIdentifier) Origin(client, local netip.AddrPort) (resolver.Origin, error) {
@@ -92,7 +93,7 @@ func (i dnsIdentifier) Origin(client, local netip.AddrPort) (resolver.Origin, er
 	if err != nil {
 		return resolver.Origin{}, err
 	}
-	return resolver.Origin{Agent: i.d.agents.name(o.CgroupID), Dst: o.Dst, PID: o.PID}, nil
+	return resolver.Origin{Agent: i.d.agents.name(o.CgroupID), Dst: o.Dst, PID: o.PID, UID: o.UID, Comm: o.Comm}, nil
 }
 
 func (l *livePolicy) AllowsName(agent, host string) bool { return l.p.Load().AllowsName(agent, host) }
@@ -105,4 +106,20 @@ func (d *Daemon) setLoopback(pol *policy.Policy) error {
 		}
 	}
 	return nil
+}
+
+// dnsRecorder writes agents' DNS queries to the audit log: an allowed one durably before it is
+// forwarded upstream, a refused one after.
+type dnsRecorder struct{ d *Daemon }
+
+func (r dnsRecorder) Query(q resolver.Query) error {
+	typ := "dns.query"
+	if q.Decision != "allow" {
+		typ = "dns.deny"
+	}
+	_, err := r.d.audit.Append(audit.Record{
+		Type: typ, Agent: q.Agent, Host: q.Name, Decision: q.Decision, Reason: q.Reason,
+		Detail: q.Type, Dst: q.Dst.String(), PID: q.PID, UID: q.UID, Comm: q.Comm,
+	})
+	return err
 }

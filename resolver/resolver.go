@@ -17,7 +17,25 @@ import (
 type Origin struct {
 	Agent string         // "" if the cgroup is no known agent
 	Dst   netip.AddrPort // the resolver address the agent used
-	PID   uint32         // advisory
+	PID   uint32         // advisory: the process that sent the query
+	UID   uint32         // advisory
+	Comm  string         // advisory: its task name (set by the process itself)
+}
+
+// Query is one agent query as the audit trail sees it.
+type Query struct {
+	Origin
+	Name     string // as asked (lower case, no trailing dot)
+	Type     string // A, AAAA, ...
+	Decision string // "allow" (forwarded upstream) or "deny"
+	Reason   string // why it was denied
+}
+
+// Recorder writes the audit trail. Query is called before an allowed query is forwarded; if it
+// fails, nothing is forwarded and the agent gets SERVFAIL. A denial is recorded after the fact
+// and its error only logged.
+type Recorder interface {
+	Query(q Query) error
 }
 
 // Identifier tells which agent sent a query.
@@ -39,6 +57,7 @@ type Config struct {
 	Upstreams []netip.AddrPort // tried in order
 	Identify  Identifier
 	Policy    Policy
+	Recorder  Recorder // nil: nothing is recorded
 	Logger    *slog.Logger
 	// Timeout bounds one exchange with one upstream (default 5s).
 	Timeout time.Duration
@@ -212,14 +231,23 @@ func (r *Resolver) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		return
 	}
 	log := r.cfg.Logger.With("agent", o.Agent, "name", q.Name, "type", dns.TypeToString[q.Qtype])
+	rec := Query{Origin: o, Name: normName(q.Name), Type: dns.TypeToString[q.Qtype]}
 	if !r.cfg.Policy.AllowsName(o.Agent, q.Name) {
 		log.Info("DNS query answered NXDOMAIN: no rule names it")
+		rec.Decision, rec.Reason = "deny", "no rule names it"
+		r.recordQuery(rec, log)
 		resp.SetRcode(req, dns.RcodeNameError)
 		w.WriteMsg(resp)
 		return
 	}
 	if q.Qtype == dns.TypeHTTPS || q.Qtype == dns.TypeSVCB {
 		resp.SetReply(req)
+		w.WriteMsg(resp)
+		return
+	}
+	rec.Decision = "allow"
+	if err := r.recordQuery(rec, log); err != nil {
+		resp.SetRcode(req, dns.RcodeServerFailure)
 		w.WriteMsg(resp)
 		return
 	}
@@ -238,6 +266,17 @@ func (r *Resolver) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	log.Debug("DNS query answered", "rcode", dns.RcodeToString[up.Rcode], "answers", len(up.Answer))
 	w.WriteMsg(up)
+}
+
+func (r *Resolver) recordQuery(q Query, log *slog.Logger) error {
+	if r.cfg.Recorder == nil {
+		return nil
+	}
+	err := r.cfg.Recorder.Query(q)
+	if err != nil {
+		log.Error("DNS query not recorded in the audit log; not forwarded", "err", err)
+	}
+	return err
 }
 
 // forward asks the upstreams in order; over TCP when the agent asked over

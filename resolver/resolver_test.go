@@ -111,16 +111,41 @@ type testResolver struct {
 	*Resolver
 	udp, tcp string
 	id       *fakeIdentifier
+	rec      *fakeRecorder
 	now      atomic.Int64
+}
+
+// fakeRecorder keeps the queries; fail makes it refuse.
+type fakeRecorder struct {
+	mu   sync.Mutex
+	qs   []Query
+	fail atomic.Bool
+}
+
+func (f *fakeRecorder) Query(q Query) error {
+	if f.fail.Load() {
+		return errors.New("disk full")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.qs = append(f.qs, q)
+	return nil
+}
+
+func (f *fakeRecorder) all() []Query {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.qs)
 }
 
 func startResolver(t *testing.T, ups ...netip.AddrPort) *testResolver {
 	t.Helper()
-	tr := &testResolver{id: &fakeIdentifier{}}
+	tr := &testResolver{id: &fakeIdentifier{}, rec: &fakeRecorder{}}
 	tr.now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
 	r, err := New(Config{
 		Upstreams: ups,
 		Identify:  tr.id,
+		Recorder:  tr.rec,
 		Policy:    fakePolicy{"a": {"api.example.test", "alias.example.test", "big.example.test", "gone.example.test"}},
 		Timeout:   time.Second,
 		Now:       func() time.Time { return time.Unix(0, tr.now.Load()) },
@@ -316,5 +341,28 @@ func TestSystemUpstreams(t *testing.T) {
 	}
 	if _, err := ParseUpstream("dns.example"); err == nil {
 		t.Error("ParseUpstream accepted a name")
+	}
+}
+
+func TestResolverRecords(t *testing.T) {
+	up := startUpstream(t)
+	r := startResolver(t, up.addr)
+	ask(t, "udp", r.udp, "API.example.test.", dns.TypeA)
+	ask(t, "udp", r.udp, "evil.example.test.", dns.TypeA)
+	got := r.rec.all()
+	if len(got) != 2 ||
+		got[0].Agent != "a" || got[0].Name != "api.example.test" || got[0].Type != "A" || got[0].Decision != "allow" ||
+		got[1].Name != "evil.example.test" || got[1].Decision != "deny" || got[1].Reason == "" {
+		t.Fatalf("recorded %+v", got)
+	}
+
+	// An allowed query that cannot be recorded is not forwarded.
+	r.rec.fail.Store(true)
+	n := len(up.queries())
+	if resp := ask(t, "udp", r.udp, "alias.example.test.", dns.TypeA); resp.Rcode != dns.RcodeServerFailure {
+		t.Fatalf("unrecorded query: rcode %s, want SERVFAIL", dns.RcodeToString[resp.Rcode])
+	}
+	if len(up.queries()) != n {
+		t.Fatal("a query that was not recorded went upstream")
 	}
 }

@@ -370,6 +370,14 @@ func TestKernelEnforcement(t *testing.T) {
 				t.Error("the name with no rule was forwarded upstream")
 			}
 		}
+		deny := e.records("dns.deny")
+		if len(deny) < 2 || deny[len(deny)-1]["host"] != "evil.example.test" || deny[len(deny)-1]["agent"] != "demo" {
+			t.Errorf("dns.deny records = %v", deny)
+		}
+		allow := e.records("dns.query")
+		if len(allow) == 0 || allow[0]["host"] != "api.example.test" || allow[0]["decision"] != "allow" {
+			t.Errorf("dns.query records = %v", allow)
+		}
 	})
 
 	t.Run("DNS to another resolver never reaches it", func(t *testing.T) {
