@@ -50,7 +50,7 @@ func startDNSUpstream(t *testing.T, records map[string]string) *dnsUpstream {
 			case !ok:
 				m.Rcode = dns.RcodeNameError
 			case q.Qtype == dns.TypeA:
-				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30}, A: net.ParseIP(ip)})
+				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 600}, A: net.ParseIP(ip)})
 			}
 		}
 		w.WriteMsg(m)
