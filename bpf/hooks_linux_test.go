@@ -655,3 +655,37 @@ func TestBind(t *testing.T) {
 	}
 	a.finish(t, accept(t, direct))
 }
+
+// TestRefuseIPv6: with RefuseIPv6, native IPv6 TCP fails at connect; ::1, v4-mapped and DNS
+// are steered as before.
+func TestRefuseIPv6(t *testing.T) {
+	e := newTestEnv(t)
+	e.listenDNS()
+	e.cfg.RefuseIPv6 = true
+	leaf, s := e.loadedAgent()
+	a := e.spawn(leaf, "tcp6", fmt.Sprintf("[2001:db8::7]:%d", e.cfg.ProxyPort+1))
+	a.finish(t, nil)
+	if a.res.Errno != int(unix.EPERM) {
+		t.Fatalf("native IPv6: errno %d (%s), want EPERM", a.res.Errno, a.res.Err)
+	}
+	for _, tt := range []struct {
+		dst string
+		ln  *net.TCPListener
+	}{
+		{fmt.Sprintf("[::1]:%d", e.cfg.ProxyPort+1), e.ln6},
+		{fmt.Sprintf("[::ffff:192.0.2.7]:%d", e.cfg.ProxyPort+1), e.ln4},
+	} {
+		a := e.spawn(leaf, "tcp6", tt.dst)
+		if a.res.Errno != 0 {
+			t.Fatalf("%s: %s", tt.dst, a.res.Err)
+		}
+		c := accept(t, tt.ln)
+		remote, local := addrPorts(c)
+		want := netip.MustParseAddrPort(tt.dst)
+		want = netip.AddrPortFrom(want.Addr().Unmap(), want.Port())
+		if o, err := s.Origin(remote, local); err != nil || o.Dst != want {
+			t.Fatalf("Origin %+v, %v", o, err)
+		}
+		a.finish(t, c)
+	}
+}

@@ -16,6 +16,8 @@
  *       v4-mapped (connect6)     -> ::ffff:127.0.0.1:proxy_port (family kept)
  *       native v6 (connect6)     -> [::1]:proxy_port
  *     TCP to port 53 goes the same way to the resolver's TCP port instead.
+ *     With refuse_ipv6 set, TCP to native IPv6 (other than ::1) is denied, so
+ *     clients fall back to IPv4 at once.
  *     A loopback destination (127/8, ::1) in loopback_allow for this agent
  *     is connected directly (a local service a passthrough rule names); any
  *     other loopback destination is steered to the proxy like the rest, where
@@ -91,6 +93,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 volatile const __u16 proxy_port = 0; /* host order; 0 = not configured: deny */
 volatile const __u16 dns_port = 0;   /* resolver port (UDP and TCP); 0 = no resolver: DNS denied */
 volatile const __u32 agent_level = 0; /* cgroup level of agents/<name> */
+volatile const __u32 refuse_ipv6 = 0; /* 1: native IPv6 TCP (not loopback, not DNS) is denied */
 
 struct agent_info {
 	__u32 flags; /* reserved */
@@ -371,6 +374,8 @@ static __always_inline int steer6(struct bpf_sock_addr *ctx, int udp)
 		if ((mapped ? is_loopback4(a3) : local) &&
 		    loopback_allowed(id, a0, a1, a2, a3, port))
 			return ALLOW;
+		if (refuse_ipv6 && !mapped && !local && port != port_be(DNS_PORT))
+			return DENY; /* no IPv6 upstream: fail fast, clients fall back to IPv4 */
 		to = (port == port_be(DNS_PORT) && dns_port) ? dns_port : proxy_port;
 	}
 

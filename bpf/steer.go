@@ -28,6 +28,10 @@ type Config struct {
 	// [::1], over UDP and TCP. Agents' DNS (port 53, any address) is steered
 	// there. 0 means no resolver: agents' DNS is denied like other UDP.
 	DNSPort uint16
+	// RefuseIPv6 denies agents' TCP to native IPv6 addresses (other than ::1) at connect, for
+	// hosts without IPv6 upstream: clients then fall back to IPv4 at once instead of reaching
+	// the proxy and failing there. v4-mapped addresses and DNS are not affected.
+	RefuseIPv6 bool
 }
 
 func (c Config) validate() error {

@@ -74,6 +74,7 @@ const (
 	steerVarAgentLevel         = "agent_level"
 	steerVarDnsPort            = "dns_port"
 	steerVarProxyPort          = "proxy_port"
+	steerVarRefuseIpv6         = "refuse_ipv6"
 )
 
 // loadSteer returns the embedded CollectionSpec for steer.
@@ -151,6 +152,7 @@ type steerVariableSpecs struct {
 	AgentLevel *ebpf.VariableSpec `ebpf:"agent_level"`
 	DnsPort    *ebpf.VariableSpec `ebpf:"dns_port"`
 	ProxyPort  *ebpf.VariableSpec `ebpf:"proxy_port"`
+	RefuseIpv6 *ebpf.VariableSpec `ebpf:"refuse_ipv6"`
 }
 
 // steerObjects contains all objects after they have been loaded into the kernel.
@@ -197,6 +199,7 @@ type steerVariables struct {
 	AgentLevel *ebpf.Variable `ebpf:"agent_level"`
 	DnsPort    *ebpf.Variable `ebpf:"dns_port"`
 	ProxyPort  *ebpf.Variable `ebpf:"proxy_port"`
+	RefuseIpv6 *ebpf.Variable `ebpf:"refuse_ipv6"`
 }
 
 // steerPrograms contains all programs after they have been loaded into the kernel.

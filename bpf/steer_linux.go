@@ -78,6 +78,13 @@ func Load(cfg Config) (*Steering, error) {
 	if err := setVariable(spec, steerVarDnsPort, cfg.DNSPort); err != nil {
 		return nil, err
 	}
+	refuse6 := uint32(0)
+	if cfg.RefuseIPv6 {
+		refuse6 = 1
+	}
+	if err := setVariable(spec, steerVarRefuseIpv6, refuse6); err != nil {
+		return nil, err
+	}
 	objs := new(steerObjects)
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: mapsDir}}
 	if err := spec.LoadAndAssign(objs, opts); err != nil {

@@ -124,6 +124,7 @@ func TestSpecConstants(t *testing.T) {
 		{steerVarProxyPort, 2, uint16(15001)},
 		{steerVarAgentLevel, 4, uint32(3)},
 		{steerVarDnsPort, 2, uint16(15053)},
+		{steerVarRefuseIpv6, 4, uint32(1)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

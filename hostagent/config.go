@@ -38,6 +38,7 @@ type Config struct {
 	Proxy struct {
 		Port            int      `toml:"port"`
 		UpstreamCAFiles []string `toml:"upstream_ca_files"`
+		IPv6            string   `toml:"ipv6"`
 	} `toml:"proxy"`
 	Cgroup struct {
 		Root string `toml:"root"`

@@ -184,6 +184,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		PinDir:       cfg.BPF.PinDir,
 		ProxyPort:    uint16(cfg.Proxy.Port),
 		DNSPort:      uint16(cfg.DNS.Port),
+		RefuseIPv6:   cfg.Proxy.IPv6 == "refuse",
 	})
 	if err != nil {
 		return fmt.Errorf("loading eBPF steering: %w", err)

@@ -16,7 +16,8 @@ const defaultDNSPort = 15053
 // resolvConf is where the upstream resolvers come from when [dns] upstreams is empty.
 const resolvConf = "/etc/resolv.conf"
 
-// dnsDefaults fills and checks [dns]; it returns the errors found, naming file, line and field.
+// dnsDefaults fills and checks [dns] and proxy.ipv6 (the settings of the kernel-enforcement
+// work); it returns the errors found, naming file, line and field.
 func (c *Config) dnsDefaults(data []byte) []string {
 	var errs []string
 	at := func(k ...string) string {
@@ -34,6 +35,14 @@ func (c *Config) dnsDefaults(data []byte) []string {
 		if _, err := resolver.ParseUpstream(u); err != nil {
 			errs = append(errs, fmt.Sprintf("%s: %v", at("upstreams"), err))
 		}
+	}
+	switch c.Proxy.IPv6 {
+	case "":
+		c.Proxy.IPv6 = "proxy"
+	case "proxy", "refuse":
+	default:
+		errs = append(errs, fmt.Sprintf("%s:%d: proxy.ipv6: %q is not one of proxy, refuse", c.path,
+			keyLine(data, toml.Key{"proxy", "ipv6"}), c.Proxy.IPv6))
 	}
 	if c.DNS.RequireResolved == nil {
 		on := true

@@ -10,7 +10,7 @@ func TestDNSConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.DNS.Port != defaultDNSPort || c.DNS.RequireResolved == nil || !*c.DNS.RequireResolved {
+	if c.DNS.Port != defaultDNSPort || c.DNS.RequireResolved == nil || !*c.DNS.RequireResolved || c.Proxy.IPv6 != "proxy" {
 		t.Fatalf("defaults: port %d require_resolved %v", c.DNS.Port, c.DNS.RequireResolved)
 	}
 	ups, err := c.dnsUpstreams()
@@ -26,6 +26,7 @@ func TestDNSConfig(t *testing.T) {
 		{"[proxy]\nport = 5353\n[dns]\nport = 5353\n", "wirken.toml:4: dns.port: 5353 is the proxy's port"},
 		{"[dns]\n\nupstreams = [\"dns.example\"]\n", "wirken.toml:3: dns.upstreams: upstream \"dns.example\""},
 		{"[dns]\nrequire_resolved = \"yes\"\n", "wirken.toml"},
+		{"[proxy]\nipv6 = \"drop\"\n", "wirken.toml:2: proxy.ipv6: \"drop\" is not one of proxy, refuse"},
 	} {
 		_, err := ParseConfig("/etc/wirken/wirken.toml", []byte(tt.src))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
