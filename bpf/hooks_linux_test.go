@@ -689,3 +689,54 @@ func TestRefuseIPv6(t *testing.T) {
 		a.finish(t, c)
 	}
 }
+
+// TestDenials: each denying hook reports the refusal, with the agent and the caller.
+func TestDenials(t *testing.T) {
+	e := newTestEnv(t)
+	e.listenDNS()
+	leaf, s := e.loadedAgent()
+	rd, err := s.Denials()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	next := func() Denial {
+		t.Helper()
+		rd.r.SetDeadline(time.Now().Add(5 * time.Second))
+		d, err := rd.Read()
+		if err != nil {
+			t.Fatalf("no denial reported: %v", err)
+		}
+		return d
+	}
+	id := e.cgroupID(leaf)
+	for _, tt := range []struct {
+		req  agentRequest
+		want Denial
+	}{
+		{agentRequest{Network: "udp4", Addr: "192.0.2.1:443", Op: "sendto"},
+			Denial{Hook: "sendmsg4", Addr: netip.MustParseAddrPort("192.0.2.1:443"), Family: unix.AF_INET, Protocol: unix.IPPROTO_UDP}},
+		{agentRequest{Network: "udp6", Addr: "[2001:db8::1]:443", Op: "dns-connected"},
+			Denial{Hook: "connect6", Addr: netip.MustParseAddrPort("[2001:db8::1]:443"), Family: unix.AF_INET6, Protocol: unix.IPPROTO_UDP}},
+		{agentRequest{Network: "tcp4", Addr: fmt.Sprintf("0.0.0.0:%d", e.cfg.ProxyPort), Op: "bind"},
+			Denial{Hook: "bind4", Addr: netip.AddrPortFrom(netip.IPv4Unspecified(), e.cfg.ProxyPort), Family: unix.AF_INET, Protocol: unix.IPPROTO_TCP}},
+		{agentRequest{Op: "socket", Domain: unix.AF_INET, Type: unix.SOCK_RAW, Proto: unix.IPPROTO_ICMP, AsRoot: true},
+			Denial{Hook: "sock_create", Family: unix.AF_INET, SockType: unix.SOCK_RAW, Protocol: unix.IPPROTO_ICMP}},
+	} {
+		t.Run(tt.want.Hook, func(t *testing.T) {
+			a := e.spawnReq(leaf, tt.req)
+			a.finish(t, nil)
+			if a.res.Errno == 0 {
+				t.Fatal("the agent's attempt succeeded")
+			}
+			want := tt.want
+			want.CgroupID, want.PID, want.Comm = id, uint32(a.cmd.Process.Pid), agentComm
+			if !tt.req.AsRoot {
+				want.UID = agentUID
+			}
+			if got := next(); got != want {
+				t.Fatalf("denial = %+v, want %+v", got, want)
+			}
+		})
+	}
+}

@@ -130,6 +130,41 @@ struct loopback_key {
 	__u32 pad2;
 };
 
+/* What a denying hook reports to the daemon (which audits it). 64 bytes. */
+struct denial {
+	__u64 cgroup_id;    /* the agent's id, or the caller's own cgroup if it is none */
+	__u8 addr[16];      /* destination (connect, sendmsg) or address (bind); v4 mapped */
+	__u32 pid;
+	__u32 uid;
+	__u16 port;         /* host order */
+	__u16 family;       /* socket family */
+	__u16 hook;         /* HOOK_* */
+	__u16 protocol;     /* IPPROTO_*, for sock_create the protocol asked for */
+	__u32 sock_type;    /* sock_create only */
+	char comm[16];
+};
+
+enum {
+	HOOK_CONNECT4 = 1,
+	HOOK_CONNECT6,
+	HOOK_SENDMSG4,
+	HOOK_SENDMSG6,
+	HOOK_BIND4,
+	HOOK_BIND6,
+	HOOK_SOCK_CREATE,
+};
+
+/* Denials, for the audit log. Full: events are dropped, never the verdict. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 18);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} denials SEC(".maps");
+
+/* Names the ring's record type in BTF (bpf2go -type denial); never read. */
+struct denial *const denial_type __attribute__((unused)) = 0;
+
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -212,6 +247,49 @@ static __always_inline __u64 agent_identity(void)
 			return id;
 	}
 	return 0;
+}
+
+/* Reserves a denial with the caller's identity filled in; NULL if the ring is full. */
+static __always_inline struct denial *new_denial(__u16 hook)
+{
+	struct denial *d = bpf_ringbuf_reserve(&denials, sizeof(*d), 0);
+	__u64 id;
+
+	if (!d)
+		return 0;
+	__builtin_memset(d, 0, sizeof(*d));
+	id = agent_identity();
+	d->cgroup_id = id ? id : bpf_get_current_cgroup_id();
+	d->pid = (__u32)(bpf_get_current_pid_tgid() >> 32);
+	d->uid = (__u32)bpf_get_current_uid_gid();
+	bpf_get_current_comm(d->comm, sizeof(d->comm));
+	d->hook = hook;
+	return d;
+}
+
+/* Reports a denial of a sock_addr hook; v6 is a compile-time constant per program. */
+static __always_inline int deny_addr(struct bpf_sock_addr *ctx, __u16 hook, int v6)
+{
+	struct denial *d = new_denial(hook);
+	__u32 *a;
+
+	if (!d)
+		return DENY;
+	a = (__u32 *)d->addr;
+	if (v6) {
+		a[0] = CTX_LOAD(ctx->user_ip6[0]);
+		a[1] = CTX_LOAD(ctx->user_ip6[1]);
+		a[2] = CTX_LOAD(ctx->user_ip6[2]);
+		a[3] = CTX_LOAD(ctx->user_ip6[3]);
+	} else {
+		a[2] = bpf_htonl(0xffff);
+		a[3] = ctx->user_ip4;
+	}
+	d->port = bpf_ntohs((__u16)ctx->user_port);
+	d->family = (__u16)ctx->user_family;
+	d->protocol = (__u16)ctx->protocol;
+	bpf_ringbuf_submit(d, 0);
+	return DENY;
 }
 
 /*
@@ -408,25 +486,25 @@ static __always_inline int connect_hook(struct bpf_sock_addr *ctx, int v6)
 SEC("cgroup/connect4")
 int steer_connect4(struct bpf_sock_addr *ctx)
 {
-	return connect_hook(ctx, 0);
+	return connect_hook(ctx, 0) == ALLOW ? ALLOW : deny_addr(ctx, HOOK_CONNECT4, 0);
 }
 
 SEC("cgroup/connect6")
 int steer_connect6(struct bpf_sock_addr *ctx)
 {
-	return connect_hook(ctx, 1);
+	return connect_hook(ctx, 1) == ALLOW ? ALLOW : deny_addr(ctx, HOOK_CONNECT6, 1);
 }
 
 SEC("cgroup/sendmsg4")
 int steer_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return steer4(ctx, 1);
+	return steer4(ctx, 1) == ALLOW ? ALLOW : deny_addr(ctx, HOOK_SENDMSG4, 0);
 }
 
 SEC("cgroup/sendmsg6")
 int steer_sendmsg6(struct bpf_sock_addr *ctx)
 {
-	return steer6(ctx, 1);
+	return steer6(ctx, 1) == ALLOW ? ALLOW : deny_addr(ctx, HOOK_SENDMSG6, 1);
 }
 
 /*
@@ -520,13 +598,13 @@ int steer_getpeername6(struct bpf_sock_addr *ctx)
 SEC("cgroup/bind4")
 int steer_bind4(struct bpf_sock_addr *ctx)
 {
-	return is_ours(ctx->user_port) ? DENY : ALLOW;
+	return is_ours(ctx->user_port) ? deny_addr(ctx, HOOK_BIND4, 0) : ALLOW;
 }
 
 SEC("cgroup/bind6")
 int steer_bind6(struct bpf_sock_addr *ctx)
 {
-	return is_ours(ctx->user_port) ? DENY : ALLOW;
+	return is_ours(ctx->user_port) ? deny_addr(ctx, HOOK_BIND6, 1) : ALLOW;
 }
 
 SEC("cgroup/sock_create")
@@ -534,12 +612,18 @@ int steer_sock_create(struct bpf_sock *sk)
 {
 	__u32 family = sk->family, type = sk->type, proto = sk->protocol;
 
-	if (family != AF_INET && family != AF_INET6)
-		return DENY;
-	if (type == SOCK_STREAM && proto == IPPROTO_TCP)
+	struct denial *d;
+
+	if ((family == AF_INET || family == AF_INET6) &&
+	    ((type == SOCK_STREAM && proto == IPPROTO_TCP) || (type == SOCK_DGRAM && proto == IPPROTO_UDP)))
 		return ALLOW;
-	if (type == SOCK_DGRAM && proto == IPPROTO_UDP)
-		return ALLOW;
+	d = new_denial(HOOK_SOCK_CREATE);
+	if (d) {
+		d->family = (__u16)family;
+		d->sock_type = type;
+		d->protocol = (__u16)proto;
+		bpf_ringbuf_submit(d, 0);
+	}
 	return DENY;
 }
 

@@ -103,3 +103,21 @@ func commString(comm [16]int8) string {
 	}
 	return strings.ToValidUTF8(string(b), "\uFFFD")
 }
+
+// Denial is one refusal by a hook, as the kernel reported it to the daemon. PID, UID and Comm
+// are advisory, like Origin's.
+type Denial struct {
+	Hook     string         // connect4, connect6, sendmsg4, sendmsg6, bind4, bind6, sock_create
+	CgroupID uint64         // the agent's cgroup id, or the caller's own cgroup when it is no agent
+	Addr     netip.AddrPort // destination (connect, sendmsg) or address (bind); invalid for sock_create
+	Family   uint16         // socket family
+	Protocol uint16         // IP protocol
+	SockType uint32         // sock_create: the socket type asked for
+	PID, UID uint32
+	Comm     string
+}
+
+// hookNamesByID are the HOOK_* values of steer.c.
+var hookNamesByID = map[uint16]string{
+	1: "connect4", 2: "connect6", 3: "sendmsg4", 4: "sendmsg6", 5: "bind4", 6: "bind6", 7: "sock_create",
+}

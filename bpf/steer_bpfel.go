@@ -19,6 +19,21 @@ type steerAgentInfo struct {
 	Pad   uint32
 }
 
+type steerDenial struct {
+	_        structs.HostLayout
+	CgroupId uint64
+	Addr     [16]uint8
+	Pid      uint32
+	Uid      uint32
+	Port     uint16
+	Family   uint16
+	Hook     uint16
+	Protocol uint16
+	SockType uint32
+	Comm     [16]int8
+	_        [4]byte
+}
+
 type steerLoopbackKey struct {
 	_        structs.HostLayout
 	CgroupId uint64
@@ -54,6 +69,7 @@ type steerTupleKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	steerMapAgents             = "agents"
+	steerMapDenials            = "denials"
 	steerMapLoopbackAllow      = "loopback_allow"
 	steerMapOrigByTuple        = "orig_by_tuple"
 	steerMapSkMetaStore        = "sk_meta_store"
@@ -72,6 +88,7 @@ const (
 	steerProgSteerSockCreate   = "steer_sock_create"
 	steerProgSteerSockops      = "steer_sockops"
 	steerVarAgentLevel         = "agent_level"
+	steerVarDenialType         = "denial_type"
 	steerVarDnsPort            = "dns_port"
 	steerVarProxyPort          = "proxy_port"
 	steerVarRefuseIpv6         = "refuse_ipv6"
@@ -139,6 +156,7 @@ type steerProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerMapSpecs struct {
 	Agents        *ebpf.MapSpec `ebpf:"agents"`
+	Denials       *ebpf.MapSpec `ebpf:"denials"`
 	LoopbackAllow *ebpf.MapSpec `ebpf:"loopback_allow"`
 	OrigByTuple   *ebpf.MapSpec `ebpf:"orig_by_tuple"`
 	SkMetaStore   *ebpf.MapSpec `ebpf:"sk_meta_store"`
@@ -150,6 +168,7 @@ type steerMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerVariableSpecs struct {
 	AgentLevel *ebpf.VariableSpec `ebpf:"agent_level"`
+	DenialType *ebpf.VariableSpec `ebpf:"denial_type"`
 	DnsPort    *ebpf.VariableSpec `ebpf:"dns_port"`
 	ProxyPort  *ebpf.VariableSpec `ebpf:"proxy_port"`
 	RefuseIpv6 *ebpf.VariableSpec `ebpf:"refuse_ipv6"`
@@ -176,6 +195,7 @@ func (o *steerObjects) Close() error {
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerMaps struct {
 	Agents        *ebpf.Map `ebpf:"agents"`
+	Denials       *ebpf.Map `ebpf:"denials"`
 	LoopbackAllow *ebpf.Map `ebpf:"loopback_allow"`
 	OrigByTuple   *ebpf.Map `ebpf:"orig_by_tuple"`
 	SkMetaStore   *ebpf.Map `ebpf:"sk_meta_store"`
@@ -185,6 +205,7 @@ type steerMaps struct {
 func (m *steerMaps) Close() error {
 	return _SteerClose(
 		m.Agents,
+		m.Denials,
 		m.LoopbackAllow,
 		m.OrigByTuple,
 		m.SkMetaStore,
@@ -197,6 +218,7 @@ func (m *steerMaps) Close() error {
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerVariables struct {
 	AgentLevel *ebpf.Variable `ebpf:"agent_level"`
+	DenialType *ebpf.Variable `ebpf:"denial_type"`
 	DnsPort    *ebpf.Variable `ebpf:"dns_port"`
 	ProxyPort  *ebpf.Variable `ebpf:"proxy_port"`
 	RefuseIpv6 *ebpf.Variable `ebpf:"refuse_ipv6"`

@@ -55,6 +55,22 @@ func (s *Steering) Bound() ([]string, error) {
 	return nil, fmt.Errorf("listing bound agents: %w", ErrNotSupported)
 }
 
+// DenialReader reads denials; on this platform there are none.
+type DenialReader struct{}
+
+// Denials returns ErrNotSupported.
+func (s *Steering) Denials() (*DenialReader, error) {
+	return nil, fmt.Errorf("reading denials: %w", ErrNotSupported)
+}
+
+// Read returns ErrNotSupported.
+func (d *DenialReader) Read() (Denial, error) {
+	return Denial{}, fmt.Errorf("reading denials: %w", ErrNotSupported)
+}
+
+// Close does nothing.
+func (d *DenialReader) Close() error { return nil }
+
 // Close does nothing.
 func (s *Steering) Close() error { return nil }
 
