@@ -190,6 +190,16 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		return fmt.Errorf("loading eBPF steering: %w", err)
 	}
 	defer d.steer.Close() // the pinned links stay: agents stay steered (and refused) while we are gone
+	denials, err := d.steer.Denials()
+	if err != nil {
+		return err
+	}
+	denialsDone := make(chan struct{})
+	go func() {
+		defer close(denialsDone)
+		d.auditDenials(denials, log)
+	}()
+	defer func() { denials.Close(); <-denialsDone }() // before the audit log closes
 
 	if err := d.applyPolicy(pol); err != nil {
 		return err

@@ -426,6 +426,8 @@ func TestKernelEnforcement(t *testing.T) {
 			{"raw socket", []string{"socket", "2", strconv.Itoa(unix.SOCK_RAW), "1"}, unix.EPERM},
 			{"raw IPv6 socket", []string{"socket", "10", strconv.Itoa(unix.SOCK_RAW), "58"}, unix.EPERM},
 			{"AF_PACKET socket", []string{"socket", "17", strconv.Itoa(unix.SOCK_RAW), "768"}, unix.EPERM},
+			{"UDP-Lite socket", []string{"socket", "2", strconv.Itoa(unix.SOCK_DGRAM), "136"}, unix.EPERM},
+			{"MPTCP socket", []string{"socket", "2", strconv.Itoa(unix.SOCK_STREAM), "262"}, 0},
 			{"binding the proxy port", []string{"bind", "tcp", fmt.Sprintf("127.0.0.1:%d", e.proxyPort)}, unix.EPERM},
 			{"binding the resolver port", []string{"bind", "udp", fmt.Sprintf("0.0.0.0:%d", e.dnsPort)}, unix.EPERM},
 			{"joining the daemon's cgroup", []string{"join", filepath.Join(e.cgroup, "daemon", "cgroup.procs")}, 0},
@@ -445,7 +447,26 @@ func TestKernelEnforcement(t *testing.T) {
 		if n := e.other.ln.accepted.Load(); n != 0 {
 			t.Errorf("the upstream with no rule accepted %d connections", n)
 		}
-		// The native IPv6 attempt is refused without a record if the host has no [::1].
+		kdeny := map[string]bool{}
+		for range 50 { // the daemon audits kernel denials as it reads them
+			for _, r := range e.records("kernel.deny") {
+				if r["agent"] == "demo" && r["comm"] == "escape-agent" {
+					kdeny[r["reason"].(string)] = true
+				}
+			}
+			if len(kdeny) >= 4 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		for _, want := range []string{"sendmsg4 refused", "sendmsg6 refused", "sock_create refused", "bind4 refused"} {
+			if !kdeny[want] {
+				t.Errorf("no kernel.deny record %q for the agent (have %v)", want, kdeny)
+			}
+		}
+		// Raw and packet sockets are refused by the kernel itself (no CAP_NET_RAW) before the
+		// hook runs; the UDP-Lite attempt reaches sock_create. The native IPv6 attempt is
+		// refused without a record if the host has no [::1].
 		if n := len(e.records("conn.deny")) - deniesBefore; n < 3 {
 			t.Errorf("%d conn.deny records for the refused TCP attempts, want at least 3", n)
 		}
