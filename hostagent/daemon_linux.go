@@ -265,6 +265,8 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		}
 	}()
 
+	go d.watchBound(ctx)
+
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

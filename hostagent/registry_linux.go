@@ -180,3 +180,21 @@ func (r *registry) pruneBound(steer *bpf.Steering, log *slog.Logger) {
 		}
 	}
 }
+
+// staleBound names the bound agents whose cgroup was recreated (a new id at the same path: the
+// unit restarted).
+func (r *registry) staleBound() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []string
+	for name, a := range r.byName {
+		if !a.bound {
+			continue
+		}
+		// Gone (the unit stopped) is nothing to steer; once it is back, its id differs.
+		if id, err := bpf.CgroupID(a.path); err == nil && id != a.id {
+			out = append(out, name)
+		}
+	}
+	return out
+}

@@ -588,6 +588,35 @@ credential = "api"
 		t.Fatalf("credential.use = %v; want agent svc by rule svc-api", last)
 	}
 
+	// The unit restarts: a new cgroup at the same path. The daemon binds it again by itself.
+	os.WriteFile(filepath.Join(unit, "cgroup.kill"), []byte("1"), 0)
+	for i := 0; os.Remove(unit) != nil; i++ {
+		if i == 100 {
+			t.Fatalf("cannot remove %s", unit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := os.Mkdir(unit, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; !strings.Contains(e.logs.String(), "bound cgroup recreated"); i++ {
+		if i == 100 {
+			t.Fatalf("the recreated cgroup was not bound again\n%s", e.logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fd2, err := unix.Open(unit, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd2)
+	cmd = exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd2, Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	run(t, nil, cmd).mustSucceed(t)
+	if seen := e.api.seen(); seen[len(seen)-1] != "Bearer "+e.canary {
+		t.Fatalf("after the unit restarted the upstream saw %q; want the credential injected (steered)", seen[len(seen)-1])
+	}
+
 	// Unbinding (the agent leaves the policy) detaches the programs: the cgroup is the unit's
 	// own again and wirken's pins for it are gone.
 	write(t, filepath.Join(e.dir, "policy.toml"), base)
