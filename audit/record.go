@@ -62,6 +62,7 @@ type Record struct {
 	Bytes      int64
 	PID        uint32
 	UID        uint32
+	Comm       string // advisory: the calling task's name, set by the process itself
 	TraceID    string
 	SpanID     string
 	Policy     string // policy digest
@@ -111,6 +112,7 @@ type line struct {
 	Bytes      int64  `json:"bytes,omitempty"`
 	PID        uint32 `json:"pid,omitempty"`
 	UID        uint32 `json:"uid,omitempty"`
+	Comm       string `json:"comm,omitempty"`
 	TraceID    string `json:"trace_id,omitempty"`
 	SpanID     string `json:"span_id,omitempty"`
 	Policy     string `json:"policy,omitempty"`
@@ -181,6 +183,7 @@ func encodeRecord(r Record, seq uint64, prev tlog.Hash, ts time.Time) ([]byte, e
 		Bytes:      r.Bytes,
 		PID:        r.PID,
 		UID:        r.UID,
+		Comm:       utf8Clean(r.Comm),
 		TraceID:    utf8Clean(r.TraceID),
 		SpanID:     utf8Clean(r.SpanID),
 		Policy:     utf8Clean(r.Policy),

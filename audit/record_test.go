@@ -33,13 +33,13 @@ func TestEncodeRecordGolden(t *testing.T) {
 			rec: Record{
 				Type: TypeCredentialUse, Agent: "a", Rule: "r", Credential: "c", Method: "POST",
 				Host: "h", Port: 443, Path: "/p", Dst: "1.2.3.4:443", Decision: "allow",
-				Reason: "ok", Status: 200, Bytes: 5, PID: 7, UID: 1000, TraceID: "t",
+				Reason: "ok", Status: 200, Bytes: 5, PID: 7, UID: 1000, Comm: "curl", TraceID: "t",
 				SpanID: "s", Policy: "sha256:x", Generation: 3, Detail: "d",
 			},
 			seq: 2,
 			want: `{"v":1,"seq":2,"ts":"2026-11-25T18:00:03.123456Z","type":"credential.use","prev":"` + prevB64 +
 				`","agent":"a","rule":"r","credential":"c","method":"POST","host":"h","port":443,"path":"/p",` +
-				`"dst":"1.2.3.4:443","decision":"allow","reason":"ok","status":200,"bytes":5,"pid":7,"uid":1000,` +
+				`"dst":"1.2.3.4:443","decision":"allow","reason":"ok","status":200,"bytes":5,"pid":7,"uid":1000,"comm":"curl",` +
 				`"trace_id":"t","span_id":"s","policy":"sha256:x","generation":3,"detail":"d"}`,
 		},
 		{

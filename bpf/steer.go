@@ -24,6 +24,14 @@ type Config struct {
 	PinDir string
 	// ProxyPort is the port the proxy listens on at 127.0.0.1 and [::1].
 	ProxyPort uint16
+	// DNSPort is the port wirken's resolver listens on at 127.0.0.1 and
+	// [::1], over UDP and TCP. Agents' DNS (port 53, any address) is steered
+	// there. 0 means no resolver: agents' DNS is denied like other UDP.
+	DNSPort uint16
+	// RefuseIPv6 denies agents' TCP to native IPv6 addresses (other than ::1) at connect, for
+	// hosts without IPv6 upstream: clients then fall back to IPv4 at once instead of reaching
+	// the proxy and failing there. v4-mapped addresses and DNS are not affected.
+	RefuseIPv6 bool
 }
 
 func (c Config) validate() error {
@@ -38,6 +46,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("pin dir %q: must be a directory below the bpffs root", c.PinDir)
 	case c.ProxyPort == 0:
 		return errors.New("proxy port: must not be 0")
+	case c.DNSPort != 0 && c.DNSPort == c.ProxyPort:
+		return fmt.Errorf("dns port %d: must differ from the proxy port", c.DNSPort)
 	}
 	return nil
 }
@@ -92,4 +102,22 @@ func commString(comm [16]int8) string {
 		return string(b)
 	}
 	return strings.ToValidUTF8(string(b), "\uFFFD")
+}
+
+// Denial is one refusal by a hook, as the kernel reported it to the daemon. PID, UID and Comm
+// are advisory, like Origin's.
+type Denial struct {
+	Hook     string         // connect4, connect6, sendmsg4, sendmsg6, bind4, bind6, sock_create
+	CgroupID uint64         // the agent's cgroup id, or the caller's own cgroup when it is no agent
+	Addr     netip.AddrPort // destination (connect, sendmsg) or address (bind); invalid for sock_create
+	Family   uint16         // socket family
+	Protocol uint16         // IP protocol
+	SockType uint32         // sock_create: the socket type asked for
+	PID, UID uint32
+	Comm     string
+}
+
+// hookNamesByID are the HOOK_* values of steer.c.
+var hookNamesByID = map[uint16]string{
+	1: "connect4", 2: "connect6", 3: "sendmsg4", 4: "sendmsg6", 5: "bind4", 6: "bind6", 7: "sock_create",
 }

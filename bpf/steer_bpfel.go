@@ -19,6 +19,30 @@ type steerAgentInfo struct {
 	Pad   uint32
 }
 
+type steerDenial struct {
+	_        structs.HostLayout
+	CgroupId uint64
+	Addr     [16]uint8
+	Pid      uint32
+	Uid      uint32
+	Port     uint16
+	Family   uint16
+	Hook     uint16
+	Protocol uint16
+	SockType uint32
+	Comm     [16]int8
+	_        [4]byte
+}
+
+type steerLoopbackKey struct {
+	_        structs.HostLayout
+	CgroupId uint64
+	Addr     [16]uint8
+	Port     uint16
+	Pad1     uint16
+	Pad2     uint32
+}
+
 type steerSkMeta struct {
 	_         structs.HostLayout
 	OrigAddr  [16]uint8
@@ -44,14 +68,30 @@ type steerTupleKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	steerMapAgents         = "agents"
-	steerMapOrigByTuple    = "orig_by_tuple"
-	steerMapSkMetaStore    = "sk_meta_store"
-	steerProgSteerConnect4 = "steer_connect4"
-	steerProgSteerConnect6 = "steer_connect6"
-	steerProgSteerSockops  = "steer_sockops"
-	steerVarAgentLevel     = "agent_level"
-	steerVarProxyPort      = "proxy_port"
+	steerMapAgents             = "agents"
+	steerMapDenials            = "denials"
+	steerMapLoopbackAllow      = "loopback_allow"
+	steerMapOrigByTuple        = "orig_by_tuple"
+	steerMapSkMetaStore        = "sk_meta_store"
+	steerMapUdpByTuple         = "udp_by_tuple"
+	steerProgSteerBind4        = "steer_bind4"
+	steerProgSteerBind6        = "steer_bind6"
+	steerProgSteerConnect4     = "steer_connect4"
+	steerProgSteerConnect6     = "steer_connect6"
+	steerProgSteerEgress       = "steer_egress"
+	steerProgSteerGetpeername4 = "steer_getpeername4"
+	steerProgSteerGetpeername6 = "steer_getpeername6"
+	steerProgSteerRecvmsg4     = "steer_recvmsg4"
+	steerProgSteerRecvmsg6     = "steer_recvmsg6"
+	steerProgSteerSendmsg4     = "steer_sendmsg4"
+	steerProgSteerSendmsg6     = "steer_sendmsg6"
+	steerProgSteerSockCreate   = "steer_sock_create"
+	steerProgSteerSockops      = "steer_sockops"
+	steerVarAgentLevel         = "agent_level"
+	steerVarDenialType         = "denial_type"
+	steerVarDnsPort            = "dns_port"
+	steerVarProxyPort          = "proxy_port"
+	steerVarRefuseIpv6         = "refuse_ipv6"
 )
 
 // loadSteer returns the embedded CollectionSpec for steer.
@@ -96,18 +136,31 @@ type steerSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerProgramSpecs struct {
-	SteerConnect4 *ebpf.ProgramSpec `ebpf:"steer_connect4"`
-	SteerConnect6 *ebpf.ProgramSpec `ebpf:"steer_connect6"`
-	SteerSockops  *ebpf.ProgramSpec `ebpf:"steer_sockops"`
+	SteerBind4        *ebpf.ProgramSpec `ebpf:"steer_bind4"`
+	SteerBind6        *ebpf.ProgramSpec `ebpf:"steer_bind6"`
+	SteerConnect4     *ebpf.ProgramSpec `ebpf:"steer_connect4"`
+	SteerConnect6     *ebpf.ProgramSpec `ebpf:"steer_connect6"`
+	SteerEgress       *ebpf.ProgramSpec `ebpf:"steer_egress"`
+	SteerGetpeername4 *ebpf.ProgramSpec `ebpf:"steer_getpeername4"`
+	SteerGetpeername6 *ebpf.ProgramSpec `ebpf:"steer_getpeername6"`
+	SteerRecvmsg4     *ebpf.ProgramSpec `ebpf:"steer_recvmsg4"`
+	SteerRecvmsg6     *ebpf.ProgramSpec `ebpf:"steer_recvmsg6"`
+	SteerSendmsg4     *ebpf.ProgramSpec `ebpf:"steer_sendmsg4"`
+	SteerSendmsg6     *ebpf.ProgramSpec `ebpf:"steer_sendmsg6"`
+	SteerSockCreate   *ebpf.ProgramSpec `ebpf:"steer_sock_create"`
+	SteerSockops      *ebpf.ProgramSpec `ebpf:"steer_sockops"`
 }
 
 // steerMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerMapSpecs struct {
-	Agents      *ebpf.MapSpec `ebpf:"agents"`
-	OrigByTuple *ebpf.MapSpec `ebpf:"orig_by_tuple"`
-	SkMetaStore *ebpf.MapSpec `ebpf:"sk_meta_store"`
+	Agents        *ebpf.MapSpec `ebpf:"agents"`
+	Denials       *ebpf.MapSpec `ebpf:"denials"`
+	LoopbackAllow *ebpf.MapSpec `ebpf:"loopback_allow"`
+	OrigByTuple   *ebpf.MapSpec `ebpf:"orig_by_tuple"`
+	SkMetaStore   *ebpf.MapSpec `ebpf:"sk_meta_store"`
+	UdpByTuple    *ebpf.MapSpec `ebpf:"udp_by_tuple"`
 }
 
 // steerVariableSpecs contains global variables before they are loaded into the kernel.
@@ -115,7 +168,10 @@ type steerMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerVariableSpecs struct {
 	AgentLevel *ebpf.VariableSpec `ebpf:"agent_level"`
+	DenialType *ebpf.VariableSpec `ebpf:"denial_type"`
+	DnsPort    *ebpf.VariableSpec `ebpf:"dns_port"`
 	ProxyPort  *ebpf.VariableSpec `ebpf:"proxy_port"`
+	RefuseIpv6 *ebpf.VariableSpec `ebpf:"refuse_ipv6"`
 }
 
 // steerObjects contains all objects after they have been loaded into the kernel.
@@ -138,16 +194,22 @@ func (o *steerObjects) Close() error {
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerMaps struct {
-	Agents      *ebpf.Map `ebpf:"agents"`
-	OrigByTuple *ebpf.Map `ebpf:"orig_by_tuple"`
-	SkMetaStore *ebpf.Map `ebpf:"sk_meta_store"`
+	Agents        *ebpf.Map `ebpf:"agents"`
+	Denials       *ebpf.Map `ebpf:"denials"`
+	LoopbackAllow *ebpf.Map `ebpf:"loopback_allow"`
+	OrigByTuple   *ebpf.Map `ebpf:"orig_by_tuple"`
+	SkMetaStore   *ebpf.Map `ebpf:"sk_meta_store"`
+	UdpByTuple    *ebpf.Map `ebpf:"udp_by_tuple"`
 }
 
 func (m *steerMaps) Close() error {
 	return _SteerClose(
 		m.Agents,
+		m.Denials,
+		m.LoopbackAllow,
 		m.OrigByTuple,
 		m.SkMetaStore,
+		m.UdpByTuple,
 	)
 }
 
@@ -156,22 +218,45 @@ func (m *steerMaps) Close() error {
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerVariables struct {
 	AgentLevel *ebpf.Variable `ebpf:"agent_level"`
+	DenialType *ebpf.Variable `ebpf:"denial_type"`
+	DnsPort    *ebpf.Variable `ebpf:"dns_port"`
 	ProxyPort  *ebpf.Variable `ebpf:"proxy_port"`
+	RefuseIpv6 *ebpf.Variable `ebpf:"refuse_ipv6"`
 }
 
 // steerPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerPrograms struct {
-	SteerConnect4 *ebpf.Program `ebpf:"steer_connect4"`
-	SteerConnect6 *ebpf.Program `ebpf:"steer_connect6"`
-	SteerSockops  *ebpf.Program `ebpf:"steer_sockops"`
+	SteerBind4        *ebpf.Program `ebpf:"steer_bind4"`
+	SteerBind6        *ebpf.Program `ebpf:"steer_bind6"`
+	SteerConnect4     *ebpf.Program `ebpf:"steer_connect4"`
+	SteerConnect6     *ebpf.Program `ebpf:"steer_connect6"`
+	SteerEgress       *ebpf.Program `ebpf:"steer_egress"`
+	SteerGetpeername4 *ebpf.Program `ebpf:"steer_getpeername4"`
+	SteerGetpeername6 *ebpf.Program `ebpf:"steer_getpeername6"`
+	SteerRecvmsg4     *ebpf.Program `ebpf:"steer_recvmsg4"`
+	SteerRecvmsg6     *ebpf.Program `ebpf:"steer_recvmsg6"`
+	SteerSendmsg4     *ebpf.Program `ebpf:"steer_sendmsg4"`
+	SteerSendmsg6     *ebpf.Program `ebpf:"steer_sendmsg6"`
+	SteerSockCreate   *ebpf.Program `ebpf:"steer_sock_create"`
+	SteerSockops      *ebpf.Program `ebpf:"steer_sockops"`
 }
 
 func (p *steerPrograms) Close() error {
 	return _SteerClose(
+		p.SteerBind4,
+		p.SteerBind6,
 		p.SteerConnect4,
 		p.SteerConnect6,
+		p.SteerEgress,
+		p.SteerGetpeername4,
+		p.SteerGetpeername6,
+		p.SteerRecvmsg4,
+		p.SteerRecvmsg6,
+		p.SteerSendmsg4,
+		p.SteerSendmsg6,
+		p.SteerSockCreate,
 		p.SteerSockops,
 	)
 }

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -22,8 +23,9 @@ import (
 // concurrent use. Close releases the file descriptors only: the pinned links
 // and maps keep steering (and failing closed) without the process.
 type Steering struct {
-	mu   sync.RWMutex
-	objs *steerObjects // nil once closed
+	mu       sync.RWMutex
+	objs     *steerObjects // nil once closed
+	linksDir string        // PinDir/links
 }
 
 // attachment is one program and the cgroup hook it attaches to.
@@ -73,27 +75,66 @@ func Load(cfg Config) (*Steering, error) {
 	if err := setVariable(spec, steerVarAgentLevel, cfg.AgentLevel); err != nil {
 		return nil, err
 	}
+	if err := setVariable(spec, steerVarDnsPort, cfg.DNSPort); err != nil {
+		return nil, err
+	}
+	refuse6 := uint32(0)
+	if cfg.RefuseIPv6 {
+		refuse6 = 1
+	}
+	if err := setVariable(spec, steerVarRefuseIpv6, refuse6); err != nil {
+		return nil, err
+	}
 	objs := new(steerObjects)
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: mapsDir}}
 	if err := spec.LoadAndAssign(objs, opts); err != nil {
 		return nil, fmt.Errorf("loading BPF objects: %w", err)
 	}
 
-	// sockops first: a connect steered before its tuple can be published
-	// would only be reset by the proxy, but there is no reason to cause it.
-	for _, a := range []attachment{
-		{"sockops", ebpf.AttachCGroupSockOps, objs.SteerSockops},
-		{"connect4", ebpf.AttachCGroupInet4Connect, objs.SteerConnect4},
-		{"connect6", ebpf.AttachCGroupInet6Connect, objs.SteerConnect6},
-	} {
+	for _, a := range attachments(objs) {
 		err := attachOrUpdate(filepath.Join(linksDir, a.name), cfg.AgentsCgroup, cgID, a)
 		if err != nil {
 			objs.Close()
 			return nil, err
 		}
 	}
-	return &Steering{objs: objs}, nil
+	return &Steering{objs: objs, linksDir: linksDir}, nil
 }
+
+// attachments lists every program and its hook, in attach order. sockops
+// and the egress recorder come before the connect and sendmsg hooks: a
+// connect steered before its tuple can be published would only be reset by
+// the proxy, but there is no reason to cause it. The deny-only hooks
+// (sock_create, bind) come before the hooks that open a way out. All of them
+// exist from kernel 5.8 on (getpeername4/6, the newest, came in 5.8), which
+// is wirken's minimum, so none is optional: a kernel that lacks one fails
+// the load with the hook's name.
+func attachments(objs *steerObjects) []attachment {
+	return []attachment{
+		{"sock_create", ebpf.AttachCGroupInetSockCreate, objs.SteerSockCreate},
+		{"bind4", ebpf.AttachCGroupInet4Bind, objs.SteerBind4},
+		{"bind6", ebpf.AttachCGroupInet6Bind, objs.SteerBind6},
+		{"egress", ebpf.AttachCGroupInetEgress, objs.SteerEgress},
+		{"sockops", ebpf.AttachCGroupSockOps, objs.SteerSockops},
+		{"getpeername4", ebpf.AttachCgroupInet4GetPeername, objs.SteerGetpeername4},
+		{"getpeername6", ebpf.AttachCgroupInet6GetPeername, objs.SteerGetpeername6},
+		{"recvmsg4", ebpf.AttachCGroupUDP4Recvmsg, objs.SteerRecvmsg4},
+		{"recvmsg6", ebpf.AttachCGroupUDP6Recvmsg, objs.SteerRecvmsg6},
+		{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, objs.SteerSendmsg4},
+		{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, objs.SteerSendmsg6},
+		{"connect4", ebpf.AttachCGroupInet4Connect, objs.SteerConnect4},
+		{"connect6", ebpf.AttachCGroupInet6Connect, objs.SteerConnect6},
+	}
+}
+
+// hookNames are the pin names of every attachment, in attach order.
+var hookNames = func() []string {
+	var names []string
+	for _, a := range attachments(new(steerObjects)) {
+		names = append(names, a.name)
+	}
+	return names
+}()
 
 func setVariable(spec *ebpf.CollectionSpec, name string, value any) error {
 	v, ok := spec.Variables[name]
@@ -193,7 +234,7 @@ func (s *Steering) UnregisterAgent(cgroupID uint64) error {
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("unregistering agent cgroup %d: %w", cgroupID, err)
 	}
-	return nil
+	return s.dropLoopback(cgroupID, nil)
 }
 
 // Origin looks up and deletes the record of an accepted proxy connection:
@@ -219,6 +260,152 @@ func (s *Steering) Origin(client, local netip.AddrPort) (Origin, error) {
 		return Origin{}, fmt.Errorf("looking up origin of %s -> %s: %w", client, local, err)
 	}
 	return originFromMeta(&m), nil
+}
+
+// Bind ties an agent to an existing cgroup outside agents/ (a systemd unit's, say): every
+// program is attached there too, as links pinned under PinDir/links/bound/<name>/ (updated in
+// place when already pinned), and the cgroup's id is registered. It returns the id. Processes
+// in the cgroup (and below) are then steered as that agent. A cgroup created later at the same
+// path (the unit restarted) is a new cgroup: Bind it again.
+func (s *Steering) Bind(name, path string) (uint64, error) {
+	if !validBoundName(name) {
+		return 0, fmt.Errorf("binding agent %q: not a valid name", name)
+	}
+	id, err := CgroupID(path)
+	if err != nil {
+		return 0, fmt.Errorf("binding agent %s: %w", name, err)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.objs == nil {
+		return 0, errors.New("binding agent: steering is closed")
+	}
+	dir := filepath.Join(s.linksDir, "bound", name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return 0, fmt.Errorf("binding agent %s: %w", name, err)
+	}
+	for _, a := range attachments(s.objs) {
+		if err := attachOrUpdate(filepath.Join(dir, a.name), path, id, a); err != nil {
+			return 0, fmt.Errorf("binding agent %s to %s: %w", name, path, err)
+		}
+	}
+	if err := s.objs.Agents.Update(id, steerAgentInfo{}, ebpf.UpdateAny); err != nil {
+		return 0, fmt.Errorf("registering bound agent %s: %w", name, err)
+	}
+	return id, nil
+}
+
+// Unbind removes the links Bind pinned for name, which detaches the programs from that cgroup.
+// Unregistering its id is the caller's (UnregisterAgent). Unbinding an unknown name is not an
+// error.
+func (s *Steering) Unbind(name string) error {
+	if !validBoundName(name) {
+		return fmt.Errorf("unbinding agent %q: not a valid name", name)
+	}
+	if err := os.RemoveAll(filepath.Join(s.linksDir, "bound", name)); err != nil {
+		return fmt.Errorf("unbinding agent %s: %w", name, err)
+	}
+	return nil
+}
+
+// validBoundName: a bound agent's name is one path element.
+func validBoundName(name string) bool {
+	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, "/\x00")
+}
+
+// Bound lists the agents with pinned bound links (from this or an earlier run).
+func (s *Steering) Bound() ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(s.linksDir, "bound"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing bound agents: %w", err)
+	}
+	var names []string
+	for _, e := range ents {
+		if e.IsDir() {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil
+}
+
+// QueryOrigin looks up who sent the UDP datagram that arrived at the
+// resolver's socket local from client. The record stays (a socket sends many
+// queries; the LRU map evicts old ones). A miss returns an error wrapping
+// ErrNoOrigin: the resolver must then refuse the query.
+func (s *Steering) QueryOrigin(client, local netip.AddrPort) (Origin, error) {
+	if !client.IsValid() || !local.IsValid() {
+		return Origin{}, fmt.Errorf("looking up query origin of %s -> %s: invalid address", client, local)
+	}
+	key := tupleKey(client, local)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.objs == nil {
+		return Origin{}, errors.New("looking up query origin: steering is closed")
+	}
+	var m steerSkMeta
+	if err := s.objs.UdpByTuple.Lookup(&key, &m); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return Origin{}, fmt.Errorf("looking up query origin of %s -> %s: %w", client, local, ErrNoOrigin)
+		}
+		return Origin{}, fmt.Errorf("looking up query origin of %s -> %s: %w", client, local, err)
+	}
+	return originFromMeta(&m), nil
+}
+
+// SetLoopback replaces the loopback services the agent with cgroupID may
+// connect to directly (not through the proxy). Any other loopback
+// destination of the agent is steered to the proxy like the rest.
+func (s *Steering) SetLoopback(cgroupID uint64, allowed []netip.AddrPort) error {
+	if cgroupID == 0 {
+		return errors.New("setting loopback services: cgroup id 0")
+	}
+	want := map[steerLoopbackKey]bool{}
+	for _, ap := range allowed {
+		if !ap.Addr().Unmap().IsLoopback() || ap.Port() == 0 {
+			return fmt.Errorf("setting loopback services: %s is not a loopback address and port", ap)
+		}
+		want[loopbackKey(cgroupID, ap)] = true
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.objs == nil {
+		return errors.New("setting loopback services: steering is closed")
+	}
+	for k := range want {
+		if err := s.objs.LoopbackAllow.Update(k, uint32(1), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("setting loopback services of cgroup %d: %w", cgroupID, err)
+		}
+	}
+	return s.dropLoopback(cgroupID, want)
+}
+
+// dropLoopback deletes the cgroup's entries not in keep. Callers hold s.mu.
+func (s *Steering) dropLoopback(cgroupID uint64, keep map[steerLoopbackKey]bool) error {
+	var stale []steerLoopbackKey
+	var k steerLoopbackKey
+	var v uint32
+	it := s.objs.LoopbackAllow.Iterate()
+	for it.Next(&k, &v) {
+		if k.CgroupId == cgroupID && !keep[k] {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("listing loopback services: %w", err)
+	}
+	for _, k := range stale {
+		if err := s.objs.LoopbackAllow.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("removing a loopback service of cgroup %d: %w", cgroupID, err)
+		}
+	}
+	return nil
+}
+
+func loopbackKey(cgroupID uint64, ap netip.AddrPort) steerLoopbackKey {
+	return steerLoopbackKey{CgroupId: cgroupID, Addr: addr16(ap.Addr()), Port: ap.Port()}
 }
 
 func tupleKey(client, local netip.AddrPort) steerTupleKey {

@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -126,6 +127,10 @@ func loopbackOnly() error {
 type agentRequest struct {
 	Network string // tcp4, tcp6, udp4, udp6: the socket's family and type
 	Addr    string // destination ip:port
+	Op      string // "" = connect; others in hooks_linux_test.go (agentOp)
+	// For Op "socket": socket(Domain, Type, Proto).
+	Domain, Type, Proto int
+	AsRoot              bool // run the agent as root instead of nobody
 }
 
 // agentResult is what the agent reports on stdout after connect().
@@ -134,6 +139,8 @@ type agentResult struct {
 	Err   string // connect's error text
 	Local string // getsockname after a successful connect
 	Peer  string // getpeername after a successful connect
+	From  string // Op dns-*: the source address of the reply
+	Reply string // Op dns-*: the reply's payload
 }
 
 // agentMain connects as asked with raw syscalls (so the family is exactly the
@@ -144,6 +151,9 @@ func agentMain(raw string) int {
 	if err := json.Unmarshal([]byte(raw), &req); err != nil {
 		fmt.Fprintln(os.Stderr, "agent: bad request:", err)
 		return 2
+	}
+	if req.Op != "" {
+		return agentOp(req)
 	}
 	dst, err := netip.ParseAddrPort(req.Addr)
 	if err != nil {
@@ -393,10 +403,7 @@ func (e *testEnv) cgroupID(path string) uint64 {
 func (e *testEnv) listenProxy() {
 	e.t.Helper()
 	for range 50 {
-		port := uint16(20000 + mrand.IntN(40000))
-		if bits.ReverseBytes16(port) == port {
-			continue
-		}
+		port := randomPort()
 		ln4, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)})
 		if err != nil {
 			continue
@@ -410,6 +417,16 @@ func (e *testEnv) listenProxy() {
 		return
 	}
 	e.t.Fatal("no free proxy port")
+}
+
+// randomPort is a random high port whose two bytes differ and that is none of avoid.
+func randomPort(avoid ...uint16) uint16 {
+	for {
+		port := uint16(20000 + mrand.IntN(40000))
+		if bits.ReverseBytes16(port) != port && !slices.Contains(avoid, port) {
+			return port
+		}
+	}
 }
 
 func (e *testEnv) closeProxy() {
@@ -438,7 +455,13 @@ type agent struct {
 // to connect and waits for its report.
 func (e *testEnv) spawn(cgPath, network, addr string) *agent {
 	e.t.Helper()
-	req, err := json.Marshal(agentRequest{Network: network, Addr: addr})
+	return e.spawnReq(cgPath, agentRequest{Network: network, Addr: addr})
+}
+
+// spawnReq is spawn with any request.
+func (e *testEnv) spawnReq(cgPath string, r agentRequest) *agent {
+	e.t.Helper()
+	req, err := json.Marshal(r)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -455,6 +478,9 @@ func (e *testEnv) spawn(cgPath, network, addr string) *agent {
 		CgroupFD:    int(cg.Fd()),
 		Credential:  &syscall.Credential{Uid: agentUID, Gid: agentGID},
 		Pdeathsig:   syscall.SIGKILL,
+	}
+	if r.AsRoot {
+		cmd.SysProcAttr.Credential = nil
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -592,15 +618,15 @@ func TestSteerTCP(t *testing.T) {
 		network  string
 		dst      string
 		proxy    *net.TCPListener
-		wantPeer string // the proxy address as the agent's socket sees it
+		wantPeer string // getpeername4/6: the original peer, not the proxy
 		wantDst  string
 	}{
 		{"v4", "tcp4", fmt.Sprintf("127.0.0.2:%d", dstPort), e.ln4,
-			fmt.Sprintf("127.0.0.1:%d", e.cfg.ProxyPort), fmt.Sprintf("127.0.0.2:%d", dstPort)},
+			fmt.Sprintf("127.0.0.2:%d", dstPort), fmt.Sprintf("127.0.0.2:%d", dstPort)},
 		{"v4-mapped on AF_INET6", "tcp6", fmt.Sprintf("[::ffff:127.0.0.2]:%d", dstPort), e.ln4,
-			fmt.Sprintf("[::ffff:127.0.0.1]:%d", e.cfg.ProxyPort), fmt.Sprintf("127.0.0.2:%d", dstPort)},
-		{"native v6", "tcp6", fmt.Sprintf("[::2]:%d", dstPort), e.ln6,
-			fmt.Sprintf("[::1]:%d", e.cfg.ProxyPort), fmt.Sprintf("[::2]:%d", dstPort)},
+			fmt.Sprintf("[::ffff:127.0.0.2]:%d", dstPort), fmt.Sprintf("127.0.0.2:%d", dstPort)},
+		{"native v6", "tcp6", fmt.Sprintf("[2001:db8::7]:%d", dstPort), e.ln6,
+			fmt.Sprintf("[2001:db8::7]:%d", dstPort), fmt.Sprintf("[2001:db8::7]:%d", dstPort)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -609,7 +635,7 @@ func TestSteerTCP(t *testing.T) {
 				t.Fatalf("agent connect to %s: %s", tt.dst, a.res.Err)
 			}
 			if a.res.Peer != tt.wantPeer {
-				t.Errorf("agent is connected to %s, want the proxy at %s", a.res.Peer, tt.wantPeer)
+				t.Errorf("getpeername says %s, want the original peer %s", a.res.Peer, tt.wantPeer)
 			}
 			c := accept(t, tt.proxy)
 			defer a.finish(t, c)
@@ -767,8 +793,8 @@ func TestReloadKeepsSteering(t *testing.T) {
 
 	s2 := e.load() // no RegisterAgent: the pinned agents map carries over
 	after := pinnedLinks(t, e.cfg.PinDir)
-	if len(before) != 3 || len(after) != 3 {
-		t.Fatalf("pinned links before %v after %v, want 3 each", before, after)
+	if len(before) != len(hookNames) || len(after) != len(hookNames) {
+		t.Fatalf("pinned links before %v after %v, want %d each", before, after, len(hookNames))
 	}
 	for name, b := range before {
 		a := after[name]
@@ -779,9 +805,9 @@ func TestReloadKeepsSteering(t *testing.T) {
 			t.Errorf("link %s: still runs program %d, want the newly loaded one", name, a.Program)
 		}
 	}
-	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupSockOps, ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupInet6Connect} {
-		if n := attachedPrograms(t, e.agents, at); n != 1 {
-			t.Errorf("%s: %d programs attached to agents/, want 1", at, n)
+	for _, a := range attachments(s2.objs) {
+		if n := attachedPrograms(t, e.agents, a.attach); n != 1 {
+			t.Errorf("%s: %d programs attached to agents/, want 1", a.attach, n)
 		}
 	}
 
@@ -820,13 +846,22 @@ func TestLoadRefusesForeignPins(t *testing.T) {
 
 func pinnedLinks(t *testing.T, pinDir string) map[string]link.Info {
 	t.Helper()
+	return pinnedLinksIn(t, filepath.Join(pinDir, "links"))
+}
+
+// pinnedLinksIn returns the links pinned directly in dir (not in its subdirectories).
+func pinnedLinksIn(t *testing.T, dir string) map[string]link.Info {
+	t.Helper()
 	out := map[string]link.Info{}
-	entries, err := os.ReadDir(filepath.Join(pinDir, "links"))
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, ent := range entries {
-		l, err := link.LoadPinnedLink(filepath.Join(pinDir, "links", ent.Name()), nil)
+		if ent.IsDir() {
+			continue
+		}
+		l, err := link.LoadPinnedLink(filepath.Join(dir, ent.Name()), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -986,9 +1021,9 @@ func TestLoadReplacesDefunctLinks(t *testing.T) {
 		t.Fatalf("Load after the agents cgroup was recreated: %v", err)
 	}
 	defer s2.Close()
-	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupSockOps, ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupInet6Connect} {
-		if n := attachedPrograms(t, e.agents, at); n != 1 {
-			t.Errorf("%s: %d programs attached to the new agents/, want 1", at, n)
+	for _, a := range attachments(s2.objs) {
+		if n := attachedPrograms(t, e.agents, a.attach); n != 1 {
+			t.Errorf("%s: %d programs attached to the new agents/, want 1", a.attach, n)
 		}
 	}
 	if err := s2.RegisterAgent(e.cgroupID(leaf)); err != nil {

@@ -30,6 +30,47 @@ func (s *Steering) Origin(client, local netip.AddrPort) (Origin, error) {
 	return Origin{}, fmt.Errorf("looking up origin: %w", ErrNotSupported)
 }
 
+// QueryOrigin returns ErrNotSupported.
+func (s *Steering) QueryOrigin(client, local netip.AddrPort) (Origin, error) {
+	return Origin{}, fmt.Errorf("looking up query origin: %w", ErrNotSupported)
+}
+
+// SetLoopback returns ErrNotSupported.
+func (s *Steering) SetLoopback(cgroupID uint64, allowed []netip.AddrPort) error {
+	return fmt.Errorf("setting loopback services: %w", ErrNotSupported)
+}
+
+// Bind returns ErrNotSupported.
+func (s *Steering) Bind(name, path string) (uint64, error) {
+	return 0, fmt.Errorf("binding agent: %w", ErrNotSupported)
+}
+
+// Unbind returns ErrNotSupported.
+func (s *Steering) Unbind(name string) error {
+	return fmt.Errorf("unbinding agent: %w", ErrNotSupported)
+}
+
+// Bound returns ErrNotSupported.
+func (s *Steering) Bound() ([]string, error) {
+	return nil, fmt.Errorf("listing bound agents: %w", ErrNotSupported)
+}
+
+// DenialReader reads denials; on this platform there are none.
+type DenialReader struct{}
+
+// Denials returns ErrNotSupported.
+func (s *Steering) Denials() (*DenialReader, error) {
+	return nil, fmt.Errorf("reading denials: %w", ErrNotSupported)
+}
+
+// Read returns ErrNotSupported.
+func (d *DenialReader) Read() (Denial, error) {
+	return Denial{}, fmt.Errorf("reading denials: %w", ErrNotSupported)
+}
+
+// Close does nothing.
+func (d *DenialReader) Close() error { return nil }
+
 // Close does nothing.
 func (s *Steering) Close() error { return nil }
 

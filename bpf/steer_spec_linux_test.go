@@ -33,6 +33,19 @@ func TestSpecPrograms(t *testing.T) {
 		{steerProgSteerConnect4, ebpf.CGroupSockAddr, ebpf.AttachCGroupInet4Connect},
 		{steerProgSteerConnect6, ebpf.CGroupSockAddr, ebpf.AttachCGroupInet6Connect},
 		{steerProgSteerSockops, ebpf.SockOps, ebpf.AttachCGroupSockOps},
+		{steerProgSteerSendmsg4, ebpf.CGroupSockAddr, ebpf.AttachCGroupUDP4Sendmsg},
+		{steerProgSteerSendmsg6, ebpf.CGroupSockAddr, ebpf.AttachCGroupUDP6Sendmsg},
+		{steerProgSteerRecvmsg4, ebpf.CGroupSockAddr, ebpf.AttachCGroupUDP4Recvmsg},
+		{steerProgSteerRecvmsg6, ebpf.CGroupSockAddr, ebpf.AttachCGroupUDP6Recvmsg},
+		{steerProgSteerGetpeername4, ebpf.CGroupSockAddr, ebpf.AttachCgroupInet4GetPeername},
+		{steerProgSteerGetpeername6, ebpf.CGroupSockAddr, ebpf.AttachCgroupInet6GetPeername},
+		{steerProgSteerBind4, ebpf.CGroupSockAddr, ebpf.AttachCGroupInet4Bind},
+		{steerProgSteerBind6, ebpf.CGroupSockAddr, ebpf.AttachCGroupInet6Bind},
+		{steerProgSteerSockCreate, ebpf.CGroupSock, ebpf.AttachCGroupInetSockCreate},
+		{steerProgSteerEgress, ebpf.CGroupSKB, ebpf.AttachCGroupInetEgress},
+	}
+	if len(hookNames) != len(tests) {
+		t.Errorf("%d hooks attached, want %d", len(hookNames), len(tests))
 	}
 	if len(spec.Programs) != len(tests) {
 		t.Errorf("object has %d programs, want %d", len(spec.Programs), len(tests))
@@ -69,6 +82,8 @@ func TestSpecMaps(t *testing.T) {
 		{steerMapAgents, ebpf.Hash, 8, binary.Size(steerAgentInfo{}), 4096, 0},
 		{steerMapSkMetaStore, ebpf.SkStorage, 4, binary.Size(steerSkMeta{}), 0, unix.BPF_F_NO_PREALLOC},
 		{steerMapOrigByTuple, ebpf.LRUHash, binary.Size(steerTupleKey{}), binary.Size(steerSkMeta{}), 65536, 0},
+		{steerMapUdpByTuple, ebpf.LRUHash, binary.Size(steerTupleKey{}), binary.Size(steerSkMeta{}), 16384, 0},
+		{steerMapLoopbackAllow, ebpf.Hash, 32, 4, 4096, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -108,6 +123,8 @@ func TestSpecConstants(t *testing.T) {
 	}{
 		{steerVarProxyPort, 2, uint16(15001)},
 		{steerVarAgentLevel, 4, uint32(3)},
+		{steerVarDnsPort, 2, uint16(15053)},
+		{steerVarRefuseIpv6, 4, uint32(1)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -41,10 +41,16 @@ type Config struct {
 	Proxy struct {
 		Port            int      `toml:"port"`
 		UpstreamCAFiles []string `toml:"upstream_ca_files"`
+		IPv6            string   `toml:"ipv6"`
 	} `toml:"proxy"`
 	Cgroup struct {
 		Root string `toml:"root"`
 	} `toml:"cgroup"`
+	DNS struct {
+		Port            int      `toml:"port"`
+		Upstreams       []string `toml:"upstreams"`
+		RequireResolved *bool    `toml:"require_resolved"`
+	} `toml:"dns"`
 	BPF struct {
 		PinDir string `toml:"pin_dir"`
 	} `toml:"bpf"`
@@ -188,6 +194,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if c.Proxy.Port < 1 || c.Proxy.Port > 65535 {
 		errs = append(errs, fmt.Sprintf("%s:%d: proxy.port: %d is not a TCP port", path, keyLine(data, toml.Key{"proxy", "port"}), c.Proxy.Port))
 	}
+	errs = append(errs, c.dnsDefaults(data)...)
 	if c.Cgroup.Root == "" {
 		c.Cgroup.Root = "wirken"
 	}

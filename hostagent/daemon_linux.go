@@ -25,6 +25,7 @@ import (
 	"github.com/wirken/wirken/bpf"
 	"github.com/wirken/wirken/mitm"
 	"github.com/wirken/wirken/policy"
+	"github.com/wirken/wirken/resolver"
 	"github.com/wirken/wirken/vault"
 )
 
@@ -42,6 +43,8 @@ type Daemon struct {
 	audit  *audit.Log
 	steer  *bpf.Steering
 	proxy  *mitm.Proxy
+
+	resolver *resolver.Resolver
 
 	root   string // <cgroup2>/<cfg.Cgroup.Root>
 	agents registry
@@ -167,6 +170,16 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		}
 	}()
 
+	ups, err := cfg.dnsUpstreams()
+	if err != nil {
+		return err
+	}
+	dnsLns, err := listenDNS(cfg.dnsListenAddrs(), log)
+	if err != nil {
+		return err
+	}
+	defer dnsLns.close()
+
 	level, err := cgroupLevel(d.agents.mount, d.agents.mountRoot, filepath.Join(d.root, "agents"))
 	if err != nil {
 		return err
@@ -176,11 +189,23 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		AgentLevel:   level + 1,
 		PinDir:       cfg.BPF.PinDir,
 		ProxyPort:    uint16(cfg.Proxy.Port),
+		DNSPort:      uint16(cfg.DNS.Port),
+		RefuseIPv6:   cfg.Proxy.IPv6 == "refuse",
 	})
 	if err != nil {
 		return fmt.Errorf("loading eBPF steering: %w", err)
 	}
 	defer d.steer.Close() // the pinned links stay: agents stay steered (and refused) while we are gone
+	denials, err := d.steer.Denials()
+	if err != nil {
+		return err
+	}
+	denialsDone := make(chan struct{})
+	go func() {
+		defer close(denialsDone)
+		d.auditDenials(denials, log)
+	}()
+	defer func() { denials.Close(); <-denialsDone }() // before the audit log closes
 
 	if err := d.applyPolicy(pol); err != nil {
 		return err
@@ -194,6 +219,18 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 	meterDone := make(chan struct{})
 	go func() { keepMeter(meterCtx, meter, budgetsFile(cfg), log); close(meterDone) }()
 	defer func() { stopMeter(); <-meterDone }() // after the proxy has finished its requests
+	d.resolver, err = resolver.New(resolver.Config{
+		Upstreams: ups, Identify: dnsIdentifier{d}, Policy: &d.policy, Recorder: dnsRecorder{d},
+		Logger: log.With("component", "resolver"),
+	})
+	if err != nil {
+		return err
+	}
+	defer dnsLns.serve(d.resolver, log)()
+	var names mitm.Names
+	if *cfg.DNS.RequireResolved {
+		names = d.resolver
+	}
 
 	d.proxy, err = mitm.New(mitm.Config{
 		CA:            ca,
@@ -204,6 +241,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		Recorder:      &recorder{log: d.audit, tracer: d.tracer, metrics: met, logger: log},
 		Logger:        log,
 		Limits:        meter,
+		Names:         names,
 	})
 	if err != nil {
 		return err
@@ -242,11 +280,14 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		}
 	}()
 
+	go d.watchBound(ctx)
+
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	log.Info("wirken is running", "proxy_port", cfg.Proxy.Port, "cgroup", d.root, "pin_dir", cfg.BPF.PinDir,
+	log.Info("wirken is running", "proxy_port", cfg.Proxy.Port, "dns_port", cfg.DNS.Port, "dns_upstreams", ups,
+		"require_resolved", *cfg.DNS.RequireResolved, "cgroup", d.root, "pin_dir", cfg.BPF.PinDir,
 		"agents", len(pol.Agents()), "control_socket", cfg.ControlSocket)
 	if ready != nil {
 		close(ready)
@@ -327,6 +368,10 @@ func (d *Daemon) applyPolicy(pol *policy.Policy) error {
 	if err := d.agents.sync(pol.Agents(), filepath.Join(d.root, "agents"), d.steer, d.log); err != nil {
 		return err
 	}
+	if err := d.setLoopback(pol); err != nil {
+		return fmt.Errorf("setting agents' loopback services: %w", err)
+	}
+	d.agents.pruneBound(d.steer, d.log)
 	if _, err := d.audit.Append(audit.Record{Type: "policy.load", Decision: "accept", Policy: pol.Digest()}); err != nil {
 		return fmt.Errorf("auditing policy load: %w", err)
 	}
@@ -413,7 +458,7 @@ func (s steeringAdapter) Origin(client, local netip.AddrPort) (mitm.Origin, erro
 	if err != nil {
 		return mitm.Origin{}, err
 	}
-	return mitm.Origin{Agent: s.d.agents.name(o.CgroupID), Dst: o.Dst, PID: o.PID, UID: o.UID}, nil
+	return mitm.Origin{Agent: s.d.agents.name(o.CgroupID), Dst: o.Dst, PID: o.PID, UID: o.UID, Comm: o.Comm}, nil
 }
 
 func errString(err error) string {

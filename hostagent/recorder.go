@@ -37,7 +37,7 @@ func (r *recorder) record(e mitm.Event) audit.Record {
 	rec := audit.Record{
 		Type: e.Kind, Agent: e.Agent, Rule: e.Rule, Credential: e.Credential, CredVer: e.CredVer,
 		Method: e.Method, Host: e.Host, Port: e.Port, Path: e.Path,
-		Reason: e.Reason, PID: e.PID, UID: e.UID,
+		Reason: e.Reason, PID: e.PID, UID: e.UID, Comm: e.Comm,
 	}
 	if e.Dst.IsValid() {
 		rec.Dst = e.Dst.String()

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/wirken/wirken/bpf"
@@ -17,6 +18,7 @@ type agentCgroup struct {
 	agent policy.Agent
 	path  string
 	id    uint64
+	bound bool // an existing cgroup the policy binds (not ours to create or remove)
 }
 
 // registry maps agent cgroups to agent names, in step with the policy and the kernel map.
@@ -62,22 +64,26 @@ func (r *registry) sync(agents []policy.Agent, dir string, steer *bpf.Steering, 
 	keep := make(map[string]bool, len(agents))
 	for _, a := range agents {
 		keep[a.Name] = true
-		path := filepath.Join(dir, a.Name)
-		if err := os.Mkdir(path, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("creating agent cgroup %s: %w", path, err)
+		old, had := r.byName[a.Name]
+		var path string
+		var id uint64
+		var err error
+		if a.Cgroup != "" {
+			path, id, err = r.bind(a, old, had, dir, steer)
+		} else {
+			if had && old.bound {
+				r.unbind(old, steer, log)
+			}
+			path, id, err = r.create(a, dir, steer)
 		}
-		id, err := bpf.CgroupID(path)
 		if err != nil {
 			return err
 		}
-		if err := steer.RegisterAgent(id); err != nil {
-			return fmt.Errorf("registering agent %s: %w", a.Name, err)
-		}
-		if old, ok := r.byName[a.Name]; ok && old.id != id {
+		if had && old.id != id {
 			delete(r.byID, old.id)
 		}
 		r.byID[id] = a.Name
-		r.byName[a.Name] = agentCgroup{agent: a, path: path, id: id}
+		r.byName[a.Name] = agentCgroup{agent: a, path: path, id: id, bound: a.Cgroup != ""}
 	}
 	for name, a := range r.byName {
 		if keep[name] {
@@ -88,9 +94,107 @@ func (r *registry) sync(agents []policy.Agent, dir string, steer *bpf.Steering, 
 		}
 		delete(r.byID, a.id)
 		delete(r.byName, name)
+		if a.bound {
+			r.unbind(a, steer, log) // the cgroup is not ours to remove
+			continue
+		}
 		if err := os.Remove(a.path); err != nil {
 			log.Info("agent left the policy; its cgroup stays until its processes exit", "agent", name, "cgroup", a.path)
 		}
 	}
 	return nil
+}
+
+// create makes (if needed) and registers agents/<name>.
+func (r *registry) create(a policy.Agent, dir string, steer *bpf.Steering) (string, uint64, error) {
+	path := filepath.Join(dir, a.Name)
+	if err := os.Mkdir(path, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", 0, fmt.Errorf("creating agent cgroup %s: %w", path, err)
+	}
+	id, err := bpf.CgroupID(path)
+	if err != nil {
+		return "", 0, err
+	}
+	if err := steer.RegisterAgent(id); err != nil {
+		return "", 0, fmt.Errorf("registering agent %s: %w", a.Name, err)
+	}
+	return path, id, nil
+}
+
+// bind ties the agent to the existing cgroup its policy names. The cgroup must exist (wirken
+// never creates or removes cgroups it does not own), and must be neither inside wirken's own
+// tree nor an ancestor of it (that would make the daemon an agent).
+func (r *registry) bind(a policy.Agent, old agentCgroup, had bool, dir string, steer *bpf.Steering) (string, uint64, error) {
+	rel := a.Cgroup
+	if root := filepath.Clean(r.mountRoot); root != "/" {
+		if rel != root && !strings.HasPrefix(rel, root+"/") {
+			return "", 0, fmt.Errorf("agent %s: cgroup %s is outside this cgroup namespace (%s)", a.Name, a.Cgroup, root)
+		}
+		rel = strings.TrimPrefix(rel, root)
+	}
+	path := filepath.Join(r.mount, rel)
+	own := filepath.Dir(dir) // <cgroup2>/<root>
+	if path == own || strings.HasPrefix(path+"/", own+"/") || strings.HasPrefix(own+"/", path+"/") {
+		return "", 0, fmt.Errorf("agent %s: cgroup %s is wirken's own tree or contains it", a.Name, a.Cgroup)
+	}
+	if _, err := os.Stat(path); err != nil {
+		return "", 0, fmt.Errorf("agent %s: bound cgroup %s: %w (start its unit first, then reload)", a.Name, a.Cgroup, err)
+	}
+	if had && old.bound && old.path != path {
+		if err := steer.Unbind(a.Name); err != nil {
+			return "", 0, err
+		}
+		if err := steer.UnregisterAgent(old.id); err != nil {
+			return "", 0, err
+		}
+	}
+	id, err := steer.Bind(a.Name, path)
+	if err != nil {
+		return "", 0, err
+	}
+	return path, id, nil
+}
+
+func (r *registry) unbind(a agentCgroup, steer *bpf.Steering, log *slog.Logger) {
+	if err := steer.Unbind(a.agent.Name); err != nil {
+		log.Error("unbinding agent", "agent", a.agent.Name, "cgroup", a.path, "err", err)
+	}
+}
+
+// pruneBound removes bound links left for agents that are not bound any more (the policy
+// changed while the daemon was down).
+func (r *registry) pruneBound(steer *bpf.Steering, log *slog.Logger) {
+	names, err := steer.Bound()
+	if err != nil {
+		log.Error("listing bound agents", "err", err)
+		return
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, n := range names {
+		if a, ok := r.byName[n]; ok && a.bound {
+			continue
+		}
+		if err := steer.Unbind(n); err != nil {
+			log.Error("removing stale bound links", "agent", n, "err", err)
+		}
+	}
+}
+
+// staleBound names the bound agents whose cgroup was recreated (a new id at the same path: the
+// unit restarted).
+func (r *registry) staleBound() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []string
+	for name, a := range r.byName {
+		if !a.bound {
+			continue
+		}
+		// Gone (the unit stopped) is nothing to steer; once it is back, its id differs.
+		if id, err := bpf.CgroupID(a.path); err == nil && id != a.id {
+			out = append(out, name)
+		}
+	}
+	return out
 }

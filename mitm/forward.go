@@ -24,7 +24,7 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	o := s.origin
 	host, port, ok := requestHost(req.Host)
 	ev := Event{
-		Agent: o.Agent, Dst: o.Dst, PID: o.PID, UID: o.UID,
+		Agent: o.Agent, Dst: o.Dst, PID: o.PID, UID: o.UID, Comm: o.Comm,
 		Method: req.Method, Host: host, Port: o.Dst.Port(), Path: req.URL.Path,
 		URL: redactedURL(req, host, o.Dst.Port()),
 	}
@@ -53,6 +53,9 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	}
 	if !g.Allow {
 		return p.refuse(req, ev, http.StatusForbidden, g.Rule, g.Reason)
+	}
+	if !s.tls && !p.agentResolved(o, host) {
+		return p.refuse(req, ev, http.StatusForbidden, g.Rule, unresolvedReason(o, host))
 	}
 	// Without TLS nothing proves the destination is the named host, so it must be one of the
 	// host's addresses. Only names the policy allows are looked up.

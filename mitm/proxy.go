@@ -25,6 +25,7 @@ type Origin struct {
 	Agent    string         // agent name ("" if the cgroup is not a known agent)
 	Dst      netip.AddrPort // where the agent was connecting to
 	PID, UID uint32         // advisory: the process that called connect()
+	Comm     string         // advisory: its task name (set by the process itself)
 }
 
 // Steering resolves an accepted connection to its agent and original destination. An entry is
@@ -52,6 +53,7 @@ type Event struct {
 	Agent      string
 	Dst        netip.AddrPort
 	PID, UID   uint32
+	Comm       string
 	Method     string
 	Host       string
 	Port       uint16
@@ -100,6 +102,9 @@ type Config struct {
 	IdleTimeout time.Duration
 	// MaxHeaderBytes caps what an agent may send before a request's header is complete.
 	MaxHeaderBytes int64
+	// Names, if set, requires that the name a connection is for (SNI, or Host for plain
+	// HTTP) is one the agent resolved to the destination through wirken's resolver.
+	Names Names
 	// DialTimeout bounds the upstream TCP connect.
 	DialTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait for an upstream's response header (LLM calls may
@@ -300,10 +305,10 @@ func (p *Proxy) handle(c *clientConn) {
 		return
 	}
 	if o.Agent == "" {
-		p.denyConn(c, Event{Dst: o.Dst, PID: o.PID, UID: o.UID}, "unknown agent cgroup")
+		p.denyConn(c, Event{Dst: o.Dst, PID: o.PID, UID: o.UID, Comm: o.Comm}, "unknown agent cgroup")
 		return
 	}
-	ev := Event{Agent: o.Agent, Dst: o.Dst, PID: o.PID, UID: o.UID, Port: o.Dst.Port()}
+	ev := Event{Agent: o.Agent, Dst: o.Dst, PID: o.PID, UID: o.UID, Comm: o.Comm, Port: o.Dst.Port()}
 	if p.isSelf(o.Dst) {
 		p.denyConn(c, ev, "destination is wirken's own listener (proxy loop)")
 		return
@@ -343,6 +348,10 @@ func (p *Proxy) handle(c *clientConn) {
 		}
 		d := p.cfg.Policy.Decide(o.Agent, s.sni, o.Dst.Port())
 		ev.Rule = d.Rule
+		if d.Mode != policy.Deny && !p.agentResolved(o, s.sni) {
+			p.denyConn(c, ev, unresolvedReason(o, s.sni))
+			return
+		}
 		switch d.Mode {
 		case policy.Intercept:
 		case policy.Passthrough:

@@ -139,6 +139,7 @@ func (h *harness) auth() []string {
 	return append([]string(nil), h.seenAuth...)
 }
 
+// newHarness starts an upstream and a proxy in front of it; opts change the proxy's configuration.
 func newHarness(t testing.TB, opts ...func(*Config)) *harness {
 	t.Helper()
 	b := make([]byte, 16)

@@ -37,9 +37,28 @@ func TestAuditDiskFull(t *testing.T) {
 	// The log's last page may still hold a record or two: requests that fit are audited and
 	// may go; the first 503 shows the disk is really full. Every request that went upstream
 	// must have its durable record.
+	// The agent's DNS needs a durable record too: with the disk full a lookup fails and nothing
+	// is asked upstream. The requests below use the address the agent resolved above (still
+	// within its TTL), so they reach the proxy.
+	for i := 0; ; i++ {
+		r := e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo")...)
+		if r.code != 0 && strings.Contains(r.stderr, "resolve") {
+			break
+		}
+		if i == 30 {
+			t.Fatalf("name lookups still work after %d tries with the audit disk full: exit %d, %q", i, r.code, r.stderr)
+		}
+	}
+	asked := len(e.dnsUp.queries())
+	if r := e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo")...); r.code == 0 {
+		t.Errorf("name lookup with the audit disk full succeeded: %q", r.stdout)
+	}
+	if n := len(e.dnsUp.queries()) - asked; n != 0 {
+		t.Errorf("%d DNS queries went upstream while nothing could be audited", n)
+	}
 	usesBefore, upBefore := len(e.records("credential.use")), len(e.api.seen())
 	for i := 0; ; i++ {
-		r := e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo", "-w", "\n%{http_code}")...)
+		r := e.asAgent(curlResolveArgs("api.example.test", "127.0.0.2", "/echo", "-w", "\n%{http_code}")...)
 		if strings.HasSuffix(strings.TrimSpace(r.stdout), "503") {
 			break
 		}
@@ -60,7 +79,7 @@ func TestAuditDiskFull(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo", "-w", "\n%{http_code}")...)
+			results[i] = e.asAgent(curlResolveArgs("api.example.test", "127.0.0.2", "/echo", "-w", "\n%{http_code}")...)
 		}()
 	}
 	wg.Wait()

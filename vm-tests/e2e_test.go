@@ -33,6 +33,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == agentClientArg {
 		os.Exit(agentClient(os.Args[2:])) // re-executed as an agent (protocols_test.go)
 	}
+	if len(os.Args) > 2 && os.Args[1] == escapeAgentArg {
+		os.Exit(escapeAgent(os.Args[2:]))
+	}
 	dir, err := os.MkdirTemp("", "wirken-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -106,8 +109,11 @@ type env struct {
 	canary       string
 	daemon       *exec.Cmd
 	logs         *lockedBuffer
-	api          *upstream // api.example.test on 127.0.0.2:443, has a rule and a credential
-	other        *upstream // evil.example.test on 127.0.0.3:443, has no rule
+	api          *upstream    // api.example.test on 127.0.0.2:443, has a rule and a credential
+	other        *upstream    // evil.example.test on 127.0.0.3:443, has no rule
+	dnsUp        *dnsUpstream // the upstream resolver: api.example.test and evil.example.test
+	proxyPort    int
+	dnsPort      int
 	upCA         *testCA
 	otlp         *otlpReceiver // nil when exporting elsewhere
 	otlpEndpoint string
@@ -209,6 +215,8 @@ func newEnvWith(t *testing.T, opt envOptions) *env {
 	}
 	e.api = startUpstream(t, "127.0.0.2:443", e.upCA.leaf(t, "api.example.test"))
 	e.other = startUpstream(t, "127.0.0.3:443", e.upCA.leaf(t, "evil.example.test"))
+	e.proxyPort, e.dnsPort = freePort(t), freePort(t)
+	e.dnsUp = startDNSUpstream(t, map[string]string{"api.example.test": "127.0.0.2", "evil.example.test": "127.0.0.3"})
 	write(t, filepath.Join(dir, "upstream-ca.pem"), e.upCA.pem)
 	pol := opt.policy
 	if pol == "" {
@@ -246,10 +254,14 @@ checkpoint_interval = 0.2
 root = %q
 [bpf]
 pin_dir = %q
+[dns]
+port = %d
+upstreams = [%q]
 [log]
 level = "debug"
 format = "json"
-`, filepath.Join(dir, "state"), filepath.Join(dir, "control.sock"), freePort(t), e.auditPath, filepath.Base(e.cgroup), e.pinDir)))
+`, filepath.Join(dir, "state"), filepath.Join(dir, "control.sock"), e.proxyPort, e.auditPath, filepath.Base(e.cgroup), e.pinDir,
+		e.dnsPort, e.dnsUp.addr)))
 
 	e.wirken(nil, "vault", "init").mustSucceed(t)
 	e.wirken(nil, "ca", "init").mustSucceed(t)
@@ -403,7 +415,16 @@ func (e *env) records(typ string) []map[string]any {
 	return out
 }
 
+// curlArgs is curl for an agent: it resolves host through wirken's resolver (the agent's
+// DNS is steered there), which the proxy requires. ip is where the test's upstream resolver
+// says host is, for the reader.
 func curlArgs(host, ip, path string, extra ...string) []string {
+	return append([]string{"curl", "-sS", "--max-time", "20", "https://" + host + path}, extra...)
+}
+
+// curlResolveArgs is curl told host's address (no DNS): for a process that is not steered,
+// or an agent that must reach the proxy with a name it never resolved.
+func curlResolveArgs(host, ip, path string, extra ...string) []string {
 	return append([]string{"curl", "-sS", "--max-time", "20", "--resolve", host + ":443:" + ip, "https://" + host + path}, extra...)
 }
 
@@ -483,7 +504,7 @@ func TestWalkingSkeleton(t *testing.T) {
 	})
 
 	t.Run("host with no rule is refused", func(t *testing.T) {
-		r := e.asAgent(curlArgs("evil.example.test", "127.0.0.3", "/steal")...)
+		r := e.asAgent(curlResolveArgs("evil.example.test", "127.0.0.3", "/steal")...)
 		if r.code == 0 {
 			t.Fatalf("curl to a host with no rule succeeded: %s", r.stdout)
 		}
@@ -512,8 +533,8 @@ func TestWalkingSkeleton(t *testing.T) {
 		caFile := filepath.Join(e.dir, "upstream-ca.pem")
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		run(t, nil, exec.CommandContext(ctx, curlArgs("api.example.test", "127.0.0.2", "/echo", "--cacert", caFile, "--fail")[0],
-			curlArgs("api.example.test", "127.0.0.2", "/echo", "--cacert", caFile, "--fail")[1:]...)).mustSucceed(t)
+		args := curlResolveArgs("api.example.test", "127.0.0.2", "/echo", "--cacert", caFile, "--fail")
+		run(t, nil, exec.CommandContext(ctx, args[0], args[1:]...)).mustSucceed(t)
 		seen := e.api.seen()
 		if len(seen) != before+1 || seen[len(seen)-1] != "" {
 			t.Fatalf("unsteered curl: upstream saw Authorization %q; want none injected", seen[before:])
@@ -661,7 +682,7 @@ func TestWalkingSkeleton(t *testing.T) {
 		defer syscall.Close(fd)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		args := curlArgs("api.example.test", "127.0.0.2", "/echo", "-k")
+		args := curlResolveArgs("api.example.test", "127.0.0.2", "/echo", "-k")
 		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
 		r := run(t, nil, cmd)

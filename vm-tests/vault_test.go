@@ -27,7 +27,7 @@ func TestVaultLive(t *testing.T) {
 	// The agent loops on requests in the background while the secret rotates under it.
 	const n = 60
 	loop := exec.Command(wirkenBin, "exec", "--agent", "demo", "--", "sh", "-c",
-		`for i in $(seq 1 `+strconv.Itoa(n)+`); do curl -s -o /dev/null -w '%{http_code}\n' --max-time 10 --resolve api.example.test:443:127.0.0.2 https://api.example.test/echo; sleep 0.03; done`)
+		`for i in $(seq 1 `+strconv.Itoa(n)+`); do curl -s -o /dev/null -w '%{http_code}\n' --max-time 10 https://api.example.test/echo; sleep 0.03; done`)
 	loop.Env = append(os.Environ(), "WIRKEN_CONFIG="+e.config)
 	var out lockedBuffer
 	loop.Stdout = &out

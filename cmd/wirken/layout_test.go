@@ -14,8 +14,9 @@ const module = "github.com/wirken/wirken"
 // allowedImports is DESIGN.md's import column: which of the module's packages each directory
 // may import (outside its tests). Directories not listed may import anything.
 var allowedImports = map[string][]string{
-	"hostagent": {"bpf", "mitm", "policy", "vault", "audit"},
+	"hostagent": {"bpf", "mitm", "policy", "vault", "audit", "resolver"},
 	"mitm":      {"policy"},
+	"resolver":  {"policy"},
 	"bpf":       {},
 	"policy":    {},
 	"vault":     {},
