@@ -233,6 +233,7 @@ type countingBody struct {
 	once  sync.Once
 	done  func(int64)
 	usage *usageReader // nil unless the response may carry LLM usage
+	after func()       // if set, runs once the body is finished, after done
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
@@ -256,10 +257,13 @@ func (b *countingBody) Close() error {
 func (b *countingBody) end() {
 	b.once.Do(func() {
 		b.done(b.n)
+		if b.after != nil {
+			b.after()
+		}
 	})
 }
 
-// upgradedBody is a counted body that can also be written to, as ReverseProxy needs for a
+// upgradedBody is a counted body that can also be written to, as goproxy needs for a
 // "101 Switching Protocols" response.
 type upgradedBody struct {
 	countingBody

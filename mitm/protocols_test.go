@@ -605,3 +605,28 @@ func TestShortFirstMessageIsNotHeld(t *testing.T) {
 		t.Fatalf("read after a short non-HTTP message: %v; want the connection refused", err)
 	}
 }
+
+// A CONNECT the agent sends on an h2 stream is refused and recorded like any request, and
+// the h2 connection goes on serving.
+func TestHTTP2ConnectIsRefused(t *testing.T) {
+	h := newHarness(t)
+	h.upstream(t, true, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })
+	c := h.h2client()
+	req, _ := http.NewRequest(http.MethodConnect, "https://api.example.test", nil)
+	req.Host = "evil.example.test:443"
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusForbidden || !strings.HasPrefix(string(body), "wirken: ") {
+		t.Fatalf("CONNECT over HTTP/%d: %d %q; want 403 from wirken", resp.ProtoMajor, resp.StatusCode, body)
+	}
+	if k := h.rec.kinds(); len(k) == 0 || k[len(k)-1] != "request.deny" {
+		t.Fatalf("events %v; want the CONNECT recorded as a request.deny", k)
+	}
+	if code, _, body, err := get(t, c, "https://api.example.test/v1/x", nil); err != nil || code != 200 || body != "ok" {
+		t.Fatalf("after the refused CONNECT: %d %q %v", code, body, err)
+	}
+}
