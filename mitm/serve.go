@@ -297,10 +297,11 @@ var errHeaderTooLarge = errors.New("request header too large")
 // limitConn bounds what an HTTP/1.x agent may send while the proxy waits for a request header
 // (goproxy's request reader has no limits of its own): a read deadline and a byte budget,
 // armed by await and lifted by serving while a request is served (its body streams at its own
-// pace).
+// pace). Once the first bytes of a header arrive, the rest must follow within headerTimeout.
 type limitConn struct {
 	net.Conn
-	max int64
+	max           int64
+	headerTimeout time.Duration
 
 	mu     sync.Mutex
 	budget int64 // bytes left before the awaited header must be complete; -1 when serving
@@ -317,8 +318,12 @@ func (c *limitConn) Read(b []byte) (int, error) {
 		b = b[:budget]
 	}
 	n, err := c.Conn.Read(b)
-	if budget > 0 {
+	if budget > 0 && n > 0 {
 		c.mu.Lock()
+		if c.budget == c.max {
+			// A header has begun: no longer an idle wait.
+			_ = c.SetReadDeadline(time.Now().Add(c.headerTimeout))
+		}
 		if c.budget > 0 {
 			c.budget = max(c.budget-int64(n), 0)
 		}
@@ -327,7 +332,7 @@ func (c *limitConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// await arms the limits for the next request header.
+// await arms the limits for the next request header, which must begin within timeout.
 func (c *limitConn) await(timeout time.Duration) {
 	c.mu.Lock()
 	c.budget = c.max
