@@ -415,6 +415,19 @@ func (w *streamWriter) Write(b []byte) (int, error) {
 
 func (w *streamWriter) Flush() { _ = w.rc.Flush() }
 
+// ReadFrom copies a body with a pooled buffer: goproxy copies with io.Copy, which would
+// allocate 32 KiB per stream.
+func (w *streamWriter) ReadFrom(r io.Reader) (int64, error) {
+	buf := copyBufferPool.Get().(*[32 << 10]byte)
+	defer copyBufferPool.Put(buf)
+	return io.CopyBuffer(writerOnly{w}, r, buf[:])
+}
+
+// writerOnly hides ReadFrom from io.CopyBuffer, which would call it again.
+type writerOnly struct{ io.Writer }
+
+var copyBufferPool = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
 // Unwrap lets http.ResponseController reach the h2 stream (trailers, deadlines).
 func (w *streamWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
