@@ -74,7 +74,7 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	if port != "" {
 		out.Host = net.JoinHostPort(host, port)
 	}
-	// The scheme was set from the connection (roundTrip).
+	// The scheme was set from the connection (onRequest).
 	out.URL.Host = out.Host
 	out.Close = false // an agent's Connection: close must not tear down the pooled upstream connection
 	out.Header.Add("Via", p.via)

@@ -15,7 +15,7 @@ import (
 type framingConn struct {
 	net.Conn
 
-	// Scanner state, under mu: the upstream transport may read a request body while roundTrip asks.
+	// Scanner state, under mu: the upstream transport may read a request body while onRequest asks.
 	mu      sync.Mutex
 	state   framingState
 	skipped bool // bytes went by unscanned while paused

@@ -630,3 +630,21 @@ func TestHTTP2ConnectIsRefused(t *testing.T) {
 		t.Fatalf("after the refused CONNECT: %d %q %v", code, body, err)
 	}
 }
+
+// Only WebSocket upgrades are relayed; another Upgrade offer (h2c) reaches the upstream as a
+// plain request, so the connection never switches to a protocol nothing relays.
+func TestOnlyWebSocketUpgradesAreOffered(t *testing.T) {
+	h := newHarness(t)
+	var upgrade atomic.Value
+	h.upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		upgrade.Store(r.Header.Get("Upgrade") + "|" + r.Header.Get("Connection"))
+		fmt.Fprint(w, "plain")
+	})
+	resp, body := h.rawExchange(t, "GET /v1/x HTTP/1.1\r\nHost: api.example.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
+	if resp.StatusCode != 200 || body != "plain" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	if got, _ := upgrade.Load().(string); got != "|" {
+		t.Fatalf("the upstream saw Upgrade|Connection %q; want neither", got)
+	}
+}

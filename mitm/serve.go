@@ -63,12 +63,12 @@ func (p *Proxy) newGoproxy() *goproxy.ProxyHttpServer {
 	gp := goproxy.NewProxyHttpServer()
 	gp.Logger = slogPrintf{p.log}
 	gp.AllowHTTP2 = false // see above: h2 streams reach goproxy through serveH2
-	// roundTrip removes the hop-by-hop headers itself: it needs the Connection header's list
+	// onRequest removes the hop-by-hop headers itself: it needs the Connection header's list
 	// first, which goproxy's own removal deletes without reading.
 	gp.KeepHeader = true
 	gp.KeepAcceptEncoding = true // bodies pass through untouched
 	gp.ConnectDial = nil         // not HTTPS_PROXY: nothing is tunnelled
-	// Every request goes through roundTrip; goproxy's own transport must never be used.
+	// Every request is answered by onRequest; goproxy's own transport must never be used.
 	gp.Tr = &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
 		return nil, errors.New("mitm: goproxy transport is disabled")
 	}}
@@ -127,7 +127,7 @@ func (p *Proxy) serveH2(conn net.Conn, s *session) {
 
 func (p *Proxy) handleConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
 	if s, ok := ctx.Req.Context().Value(connectKey{}).(*session); ok {
-		ctx.UserData = s // goproxy hands it to each request's context in the MITM loop
+		ctx.UserData = s // goproxy passes it on to each request's ProxyCtx in the MITM loop
 		return &goproxy.ConnectAction{Action: goproxy.ConnectMitm, TLSConfig: noNestedTLS}, host
 	}
 	// A CONNECT sent by the agent (on an h2 stream; over HTTP/1.x the MITM loop treats it as
@@ -173,8 +173,10 @@ func (p *Proxy) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Reque
 	if !s.tls {
 		req.URL.Scheme = "http"
 	}
+	// Only WebSocket upgrades are relayed (goproxy relays nothing else once switched): any
+	// other Upgrade offer is dropped, so the upstream answers it as a plain request.
 	upgrade := ""
-	if headerHasToken(req.Header, "Connection", "upgrade") {
+	if headerHasToken(req.Header, "Connection", "upgrade") && strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
 		upgrade = req.Header.Get("Upgrade")
 	}
 	trailers := headerHasToken(req.Header, "Te", "trailers")
