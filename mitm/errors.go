@@ -68,13 +68,3 @@ func errorResponse(req *http.Request, status int, rule, reason string) *http.Res
 		Request:       req,
 	}
 }
-
-// writeError answers through a ResponseWriter, in the same form as errorResponse.
-func writeError(w http.ResponseWriter, status int, rule, reason string) {
-	resp := errorResponse(nil, status, rule, reason)
-	for k, v := range resp.Header {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(status)
-	io.Copy(w, resp.Body)
-}

@@ -77,7 +77,7 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	if port != "" {
 		out.Host = net.JoinHostPort(host, port)
 	}
-	// The scheme was set from the connection (roundTrip).
+	// The scheme was set from the connection (onRequest).
 	out.URL.Host = out.Host
 	out.Close = false // an agent's Connection: close must not tear down the pooled upstream connection
 	out.Header.Add("Via", p.via)
@@ -236,6 +236,7 @@ type countingBody struct {
 	once  sync.Once
 	done  func(int64)
 	usage *usageReader // nil unless the response may carry LLM usage
+	after func()       // if set, runs once the body is finished, after done
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
@@ -259,10 +260,13 @@ func (b *countingBody) Close() error {
 func (b *countingBody) end() {
 	b.once.Do(func() {
 		b.done(b.n)
+		if b.after != nil {
+			b.after()
+		}
 	})
 }
 
-// upgradedBody is a counted body that can also be written to, as ReverseProxy needs for a
+// upgradedBody is a counted body that can also be written to, as goproxy needs for a
 // "101 Switching Protocols" response.
 type upgradedBody struct {
 	countingBody

@@ -7,16 +7,15 @@ import (
 	"sync"
 )
 
-// framingConn is an agent's HTTP/1.x connection as the HTTP server reads it. It follows the
-// message framing of every request that goes by and notes the ones that carry both
-// Content-Length and Transfer-Encoding. net/http accepts such a request (it drops the
-// Content-Length), but the two disagreeing is a smuggling attempt: wirken refuses it with 400
+// framingConn is an agent's HTTP/1.x connection as goproxy's request reader reads it. It
+// follows the message framing of every request that goes by and notes the ones that carry both
+// Content-Length and Transfer-Encoding. goproxy (with net/http's parser) accepts such a request
+// (it drops the Content-Length), but the two disagreeing is a smuggling attempt: wirken refuses it with 400
 // and audits it. The scan only looks; it never changes a byte.
 type framingConn struct {
 	net.Conn
-	s *session
 
-	// Scanner state, under mu: the server's background read may run while a handler asks.
+	// Scanner state, under mu: the upstream transport may read a request body while onRequest asks.
 	mu      sync.Mutex
 	state   framingState
 	skipped bool // bytes went by unscanned while paused
@@ -63,9 +62,6 @@ func (c *framingConn) Read(b []byte) (int, error) {
 	}
 	return n, err
 }
-
-// CloseWrite lets the server half-close the agent side, as it does on a bare connection.
-func (c *framingConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 // resume follows the framing again after an upgrade request was answered without switching
 // protocols. If the client sent more while the answer was pending, the scan has lost its

@@ -1,6 +1,7 @@
 package mitm
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -181,5 +182,34 @@ func TestPassthrough(t *testing.T) {
 	kinds := strings.Join(h.rec.kinds(), ",")
 	if !strings.Contains(kinds, "conn.passthrough") || !strings.Contains(kinds, "conn.deny") {
 		t.Fatalf("events %s; want a conn.passthrough and a conn.deny", kinds)
+	}
+}
+
+// On a kept-alive connection the idle wait is long, but a header that has begun must be
+// complete within the header timeout.
+func TestSlowHeaderAfterIdleIsClosed(t *testing.T) {
+	h := newHarness(t, func(c *Config) {
+		c.HeaderTimeout = 300 * time.Millisecond
+		c.IdleTimeout = time.Minute
+	})
+	c := h.dialTLS(t)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	fmt.Fprint(c, "GET /v1/x HTTP/1.1\r\nHost: api.example.test\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	time.Sleep(500 * time.Millisecond) // longer than the header timeout: idle is allowed
+	fmt.Fprint(c, "GET /v1/x HT")
+	start := time.Now()
+	_, err = io.ReadAll(br)
+	if err != nil && strings.Contains(err.Error(), "timeout") {
+		t.Fatal("the proxy did not close a connection whose header stalled")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("closed after %v; want about the header timeout", d)
 	}
 }

@@ -605,3 +605,46 @@ func TestShortFirstMessageIsNotHeld(t *testing.T) {
 		t.Fatalf("read after a short non-HTTP message: %v; want the connection refused", err)
 	}
 }
+
+// A CONNECT the agent sends on an h2 stream is refused and recorded like any request, and
+// the h2 connection goes on serving.
+func TestHTTP2ConnectIsRefused(t *testing.T) {
+	h := newHarness(t)
+	h.upstream(t, true, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })
+	c := h.h2client()
+	req, _ := http.NewRequest(http.MethodConnect, "https://api.example.test", nil)
+	req.Host = "evil.example.test:443"
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusForbidden || !strings.HasPrefix(string(body), "wirken: ") {
+		t.Fatalf("CONNECT over HTTP/%d: %d %q; want 403 from wirken", resp.ProtoMajor, resp.StatusCode, body)
+	}
+	if k := h.rec.kinds(); len(k) == 0 || k[len(k)-1] != "request.deny" {
+		t.Fatalf("events %v; want the CONNECT recorded as a request.deny", k)
+	}
+	if code, _, body, err := get(t, c, "https://api.example.test/v1/x", nil); err != nil || code != 200 || body != "ok" {
+		t.Fatalf("after the refused CONNECT: %d %q %v", code, body, err)
+	}
+}
+
+// Only WebSocket upgrades are relayed; another Upgrade offer (h2c) reaches the upstream as a
+// plain request, so the connection never switches to a protocol nothing relays.
+func TestOnlyWebSocketUpgradesAreOffered(t *testing.T) {
+	h := newHarness(t)
+	var upgrade atomic.Value
+	h.upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		upgrade.Store(r.Header.Get("Upgrade") + "|" + r.Header.Get("Connection"))
+		fmt.Fprint(w, "plain")
+	})
+	resp, body := h.rawExchange(t, "GET /v1/x HTTP/1.1\r\nHost: api.example.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
+	if resp.StatusCode != 200 || body != "plain" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	if got, _ := upgrade.Load().(string); got != "|" {
+		t.Fatalf("the upstream saw Upgrade|Connection %q; want neither", got)
+	}
+}

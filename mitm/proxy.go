@@ -12,10 +12,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/elazarl/goproxy"
+	"golang.org/x/net/http2"
 
 	"github.com/wirken/wirken/policy"
 )
@@ -136,8 +139,8 @@ func (c *Config) defaults() {
 type Proxy struct {
 	cfg  Config
 	log  *slog.Logger
-	srv  *http.Server // serves intercepted connections (HTTP/1.1 and HTTP/2)
-	q    *connQueue   // what srv accepts from
+	gp   *goproxy.ProxyHttpServer // serves intercepted requests (serve.go)
+	h2   *http2.Server            // frames the agents' h2 connections for gp
 	pool *pool
 	// tokens caches OAuth2 access tokens minted for credentials.
 	tokens tokens
@@ -186,9 +189,7 @@ func New(cfg Config) (*Proxy, error) {
 	nonce := make([]byte, 6)
 	rand.Read(nonce)
 	p.via = "1.1 wirken-" + hex.EncodeToString(nonce)
-	p.q = newConnQueue()
-	p.srv = p.newServer()
-	go p.srv.Serve(p.q)
+	p.gp, p.h2 = p.newGoproxy(), p.newH2Server()
 	return p, nil
 }
 
@@ -227,19 +228,30 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	p.mu.Unlock()
-	// The HTTP server closes its idle connections and waits for requests in flight; what is
-	// left (spliced and upgraded connections) is waited for below.
-	p.q.Close()
-	_ = p.srv.Shutdown(ctx)
+	// Intercepted connections that wait for a request are closed (again as they become idle);
+	// requests in flight, spliced and upgraded connections are waited for.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		p.mu.Lock()
 		n, idle := len(p.conns), p.idle
+		var waiting []*clientConn
+		for c := range p.conns {
+			if s := c.s.Load(); s != nil && s.idle() {
+				waiting = append(waiting, c)
+			}
+		}
 		p.mu.Unlock()
 		if n == 0 {
 			break
 		}
+		for _, c := range waiting {
+			c.Close()
+		}
 		select {
 		case <-idle:
+			continue
+		case <-tick.C:
 			continue
 		case <-ctx.Done():
 		}
@@ -285,6 +297,16 @@ type session struct {
 	origin Origin
 	sni    string // "" for plain HTTP
 	tls    bool
+
+	// HTTP/1.x: the framing check and the header limits under goproxy's request reader.
+	fc *framingConn
+	lc *limitConn
+
+	idleTimeout time.Duration // HTTP/1.x: how long to wait for the next request
+
+	// HTTP/2: how many streams are being served.
+	mu     sync.Mutex
+	active int
 }
 
 func (p *Proxy) handle(c *clientConn) {
@@ -369,9 +391,11 @@ func (p *Proxy) handle(c *clientConn) {
 			return
 		}
 	}
-	// Intercepted: plain HTTP is decided per request, from the Host header. The HTTP server
-	// takes over (it bounds the handshake, headers and idle waits itself).
-	var conn net.Conn = &agentConn{clientConn: c, r: r, s: s}
+	// Intercepted: plain HTTP is decided per request, from the Host header. wirken terminates
+	// TLS (see serve.go), then goproxy serves the requests.
+	s.idleTimeout = p.cfg.IdleTimeout
+	var conn net.Conn = &agentConn{clientConn: c, r: r}
+	h2 := false
 	if s.tls {
 		tc := tls.Server(conn, p.agentTLS(s.sni))
 		_ = c.SetDeadline(time.Now().Add(p.cfg.HeaderTimeout))
@@ -382,14 +406,17 @@ func (p *Proxy) handle(c *clientConn) {
 		}
 		_ = c.SetDeadline(time.Time{})
 		conn = tc
+		h2 = tc.ConnectionState().NegotiatedProtocol == "h2"
 	}
-	if !s.tls || conn.(*tls.Conn).ConnectionState().NegotiatedProtocol != "h2" {
-		// HTTP/1.x: the server reads through a framing check (HTTP/2 frames its own).
-		conn = &framingConn{Conn: conn, s: s}
+	if !h2 { // HTTP/2 frames its own messages; its server bounds idle connections
+		// HTTP/1.x: goproxy reads through the framing check and the header limits.
+		s.fc = &framingConn{Conn: conn}
+		s.lc = &limitConn{Conn: s.fc, max: p.cfg.MaxHeaderBytes, headerTimeout: p.cfg.HeaderTimeout}
+		s.lc.await(p.cfg.HeaderTimeout)
+		conn = s.lc
 	}
-	if !p.q.push(conn) {
-		c.reset()
-	}
+	c.s.Store(s)
+	p.intercept(conn, s, h2)
 }
 
 // isSelf says whether dst is one of the proxy's own listeners: a connection there would loop.
@@ -454,6 +481,7 @@ type clientConn struct {
 	net.Conn
 	p    *Proxy
 	once sync.Once
+	s    atomic.Pointer[session] // set once the connection is intercepted
 }
 
 func (c *clientConn) Close() error {

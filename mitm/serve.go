@@ -1,141 +1,144 @@
 package mitm
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
-	"log"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
+	"net/textproto"
+	"net/url"
+	"strings"
 	"sync"
+	"time"
+
+	"github.com/elazarl/goproxy"
+	"golang.org/x/net/http2"
 )
 
-// The agent side of an intercepted connection is served by net/http's server, for HTTP/1.1 and
-// HTTP/2 alike (chosen by ALPN on the agent's TLS handshake), and each request is forwarded by
-// httputil.ReverseProxy through serve: one path for policy, audit and injection whatever the
-// protocol. goproxy's MITM loop speaks only HTTP/1.1 (no h2, so no gRPC), which is why the
-// intercepted connection is no longer handed to it.
+// The agent side of an intercepted connection is served by goproxy: each request (h2 stream)
+// goes through onRequest, its request hook, which runs serve: one path for binding checks,
+// policy, audit and injection whatever the protocol, and goproxy writes the answer back,
+// streaming the body, relaying trailers and WebSocket upgrades.
+//
+// HTTP/1.x: the steered connection is handed to goproxy as if the agent had sent CONNECT for
+// it (ConnectMitm), and goproxy's MITM loop reads its requests. wirken terminates the agent's
+// TLS itself before the hand-over (a leaf from its CA, ALPN offering h2 and http/1.1), so
+// goproxy is given the decrypted connection: goproxy would terminate TLS inside its MITM loop,
+// on a tls.Conn it builds itself, and nothing could then sit between TLS and its HTTP/1 request
+// reader, which is exactly where wirken's own checks go: the framing check (framingConn:
+// goproxy's reader, net/http's, accepts Content-Length with Transfer-Encoding by dropping the
+// length) and the header size and time limits (limitConn: goproxy's reader has neither).
+//
+// HTTP/2: an h2 connection is served by an http2.Server (golang.org/x/net/http2, the same one
+// goproxy's AllowHTTP2 MITM runs) whose handler passes each stream to goproxy's ServeHTTP, the
+// same hook, through streamWriter. goproxy's own h2 MITM (AllowHTTP2) is not used: it sends a
+// response's header only with the first body bytes, so a gRPC-style stream whose server
+// answers the header first and then waits for the client's next message stalls
+// (TestHTTP2FullDuplexWithTrailers); and its h2 server cannot be given an idle timeout.
+// goproxy's AllowHTTP2 therefore stays off: an HTTP/1.x connection is also never taken for
+// h2c by its first bytes.
 
 // agentConn is an accepted, steered connection after its first bytes were peeked: reads replay
-// the peeked bytes first. It carries the session to the request handler.
+// the peeked bytes first.
 type agentConn struct {
 	*clientConn
 	r io.Reader
-	s *session
 }
 
 func (c *agentConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
-// CloseWrite lets the server half-close the agent side.
-func (c *agentConn) CloseWrite() error { return closeWrite(c.clientConn.Conn) }
-
-// connQueue is the listener the HTTP server accepts intercepted connections from.
-type connQueue struct {
-	ch     chan net.Conn
-	done   chan struct{}
-	once   sync.Once
-	closed bool
-}
-
-func newConnQueue() *connQueue {
-	return &connQueue{ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (q *connQueue) Accept() (net.Conn, error) {
-	select {
-	case c := <-q.ch:
-		return c, nil
-	case <-q.done:
-		return nil, net.ErrClosed
-	}
-}
-
-// push hands c to the server; it fails once the server is shut down.
-func (q *connQueue) push(c net.Conn) bool {
-	select {
-	case q.ch <- c:
-		return true
-	case <-q.done:
-		return false
-	}
-}
-
-func (q *connQueue) Close() error {
-	q.once.Do(func() { close(q.done) })
-	return nil
-}
-
-func (q *connQueue) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
-
 type (
-	sessionKey   struct{}
-	framingKey   struct{} // the request's *framingConn (HTTP/1.x)
+	connectKey   struct{} // the synthetic CONNECT's *session
+	sessionKey   struct{} // the connection's *session, on each h2 stream
 	ambiguousKey struct{} // set on a request with both Content-Length and Transfer-Encoding
 )
 
-func sessionOf(ctx context.Context) *session {
-	s, _ := ctx.Value(sessionKey{}).(*session)
-	return s
+// newGoproxy builds the goproxy server for intercepted connections.
+func (p *Proxy) newGoproxy() *goproxy.ProxyHttpServer {
+	gp := goproxy.NewProxyHttpServer()
+	gp.Logger = slogPrintf{p.log}
+	gp.AllowHTTP2 = false // see above: h2 streams reach goproxy through serveH2
+	// onRequest removes the hop-by-hop headers itself: it needs the Connection header's list
+	// first, which goproxy's own removal deletes without reading.
+	gp.KeepHeader = true
+	gp.KeepAcceptEncoding = true // bodies pass through untouched
+	gp.ConnectDial = nil         // not HTTPS_PROXY: nothing is tunnelled
+	// Every request is answered by onRequest; goproxy's own transport must never be used.
+	gp.Tr = &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
+		return nil, errors.New("mitm: goproxy transport is disabled")
+	}}
+	gp.OnRequest().HandleConnectFunc(p.handleConnect)
+	gp.OnRequest().DoFunc(p.onRequest)
+	return gp
 }
 
-// newServer builds the HTTP server for intercepted connections.
-func (p *Proxy) newServer() *http.Server {
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			// ReverseProxy drops X-Forwarded-* before Rewrite; wirken is transparent and adds
-			// none, so the agent's own pass unchanged.
-			for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
-				if v, ok := pr.In.Header[k]; ok {
-					pr.Out.Header[k] = v
-				}
-			}
-		},
-		Transport:     roundTripperFunc(p.roundTrip),
-		FlushInterval: -1, // every write reaches the agent at once: SSE, gRPC, chunked streams
-		BufferPool:    copyBuffers{},
-		ErrorLog:      log.New(slogWriter{p.log}, "", 0),
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if fc, _ := r.Context().Value(framingKey{}).(*framingConn); fc != nil {
-				fc.resume()
-			}
-			p.log.Warn("proxying failed", "err", upstreamReason(err))
-			writeError(w, http.StatusBadGateway, "", "upstream failed: "+upstreamReason(err))
-		},
+// newH2Server builds the HTTP/2 server for agents that negotiated h2.
+func (p *Proxy) newH2Server() *http2.Server {
+	return &http2.Server{IdleTimeout: p.cfg.IdleTimeout}
+}
+
+// intercept hands conn, the agent's decrypted (or plain HTTP) connection, to goproxy.
+func (p *Proxy) intercept(conn net.Conn, s *session, h2 bool) {
+	if h2 {
+		p.serveH2(conn, s)
+		return
 	}
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fc, _ := r.Context().Value(framingKey{}).(*framingConn)
-		if fc != nil {
-			// Let a request body and its response stream at the same time, as over h2.
-			_ = http.NewResponseController(w).EnableFullDuplex()
-			if fc.next() {
-				// Refused in serve (and audited); the connection's framing cannot be trusted.
-				w.Header().Set("Connection", "close")
-				r = r.WithContext(context.WithValue(r.Context(), ambiguousKey{}, true))
+	// HTTP/1.x: as if the agent had sent CONNECT for its destination.
+	target := s.origin.Dst.String()
+	if s.sni != "" {
+		target = net.JoinHostPort(s.sni, fmt.Sprint(s.origin.Dst.Port()))
+	}
+	req := &http.Request{
+		Method:     http.MethodConnect,
+		URL:        &url.URL{Host: target},
+		Host:       target,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     http.Header{},
+		RemoteAddr: conn.RemoteAddr().String(),
+	}
+	req = req.WithContext(context.WithValue(context.Background(), connectKey{}, s))
+	// goproxy hijacks the connection and serves it on its own goroutine.
+	p.gp.ServeHTTP(&hijacker{conn: &connectReplyConn{Conn: conn}}, req)
+}
+
+// serveH2 serves an agent's h2 connection until it ends, each stream through goproxy.
+func (p *Proxy) serveH2(conn net.Conn, s *session) {
+	defer conn.Close()
+	p.h2.ServeConn(conn, &http2.ServeConnOpts{
+		Context:    context.WithValue(context.Background(), sessionKey{}, s),
+		BaseConfig: &http.Server{MaxHeaderBytes: int(p.cfg.MaxHeaderBytes)},
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// goproxy serves absolute-form requests; the stream's :authority is checked in serve.
+			r.URL.Scheme, r.URL.Host = "https", r.Host
+			if r.ContentLength == 0 {
+				r.Body = http.NoBody // a bodyless stream must not become a body of unknown length
 			}
-		}
-		rp.ServeHTTP(w, r)
+			p.gp.ServeHTTP(&streamWriter{ResponseWriter: w, rc: http.NewResponseController(w)}, r)
+		}),
 	})
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: p.cfg.HeaderTimeout, // the TLS handshake is bounded in handle
-		IdleTimeout:       p.cfg.IdleTimeout,
-		MaxHeaderBytes:    int(p.cfg.MaxHeaderBytes),
-		ErrorLog:          log.New(slogWriter{p.log}, "", 0),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			switch c := c.(type) {
-			case *framingConn:
-				return context.WithValue(context.WithValue(ctx, sessionKey{}, c.s), framingKey{}, c)
-			case *tls.Conn:
-				if ac, ok := c.NetConn().(*agentConn); ok {
-					return context.WithValue(ctx, sessionKey{}, ac.s)
-				}
-			}
-			return ctx
-		},
+}
+
+func (p *Proxy) handleConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
+	if s, ok := ctx.Req.Context().Value(connectKey{}).(*session); ok {
+		ctx.UserData = s // goproxy passes it on to each request's ProxyCtx in the MITM loop
+		return &goproxy.ConnectAction{Action: goproxy.ConnectMitm, TLSConfig: noNestedTLS}, host
 	}
+	// A CONNECT sent by the agent (on an h2 stream; over HTTP/1.x the MITM loop treats it as
+	// any request): answered by serve, which refuses it and records why.
+	_, ctx.Resp = p.onRequest(ctx.Req, ctx)
+	return goproxy.RejectConnect, host
+}
+
+// noNestedTLS refuses TLS inside the agent's (already terminated) TLS connection.
+func noNestedTLS(string, *goproxy.ProxyCtx) (*tls.Config, error) {
+	return nil, errors.New("mitm: TLS inside an intercepted connection is not served")
 }
 
 // agentTLS is the TLS configuration shown to an agent: a leaf for the server name it asked
@@ -150,47 +153,289 @@ func (p *Proxy) agentTLS(sni string) *tls.Config {
 	}
 }
 
-type roundTripperFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-// roundTrip runs for every request on an intercepted connection: authorize, audit, inject,
-// forward. It never returns an error: every failure becomes a response whose body starts with
-// "wirken:", so the agent and its operator can tell why.
-func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
-	s := sessionOf(req.Context())
+// onRequest runs for every request (h2 stream) goproxy reads from an intercepted connection:
+// authorize, audit, inject, forward, through serve, and answers it: goproxy's own transport is
+// never used. Every failure becomes a response whose body starts with "wirken:", so the agent
+// and its operator can tell why.
+func (p *Proxy) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
+	s, _ := ctx.UserData.(*session)
 	if s == nil {
-		return nil, errors.New("mitm: request without a session")
+		s, _ = req.Context().Value(sessionKey{}).(*session)
 	}
-	// The scheme the agent used (a server request has none): it is on the audit record's URL.
+	if s == nil {
+		// Only connections accepted by Serve reach goproxy.
+		return req, errorResponse(req, http.StatusForbidden, "", "not a steered connection")
+	}
+	s.begin()
+	// goproxy names the scheme by what it read, which is always decrypted: the audit record's
+	// URL carries the one the agent used.
 	req.URL.Scheme = "https"
 	if !s.tls {
 		req.URL.Scheme = "http"
 	}
-	resp := p.serve(req, s)
-	if fc, _ := req.Context().Value(framingKey{}).(*framingConn); fc != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-		fc.resume() // before the agent sees the answer and sends its next request
+	// Only WebSocket upgrades are relayed (goproxy relays nothing else once switched): any
+	// other Upgrade offer is dropped, so the upstream answers it as a plain request.
+	upgrade := ""
+	if headerHasToken(req.Header, "Connection", "upgrade") && strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
+		upgrade = req.Header.Get("Upgrade")
 	}
-	return resp, nil
+	trailers := headerHasToken(req.Header, "Te", "trailers")
+	removeHopByHop(req.Header)
+	if upgrade != "" {
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", upgrade)
+	}
+	if trailers {
+		req.Header.Set("Te", "trailers") // gRPC needs it, and it says nothing about this hop
+	}
+	ambiguous := s.fc != nil && s.fc.next()
+	if ambiguous {
+		req = req.WithContext(context.WithValue(req.Context(), ambiguousKey{}, true))
+	}
+
+	resp := p.serve(req, s)
+
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		up := resp.Header.Get("Upgrade")
+		removeHopByHop(resp.Header)
+		resp.Header.Set("Connection", "Upgrade")
+		resp.Header.Set("Upgrade", up)
+	} else {
+		if s.fc != nil {
+			s.fc.resume() // before the agent sees the answer and sends its next request
+		}
+		removeHopByHop(resp.Header) // an upstream's Connection: close ends no agent connection
+	}
+	if ambiguous {
+		// The connection's framing cannot be trusted: goproxy closes it after this answer.
+		resp.Header.Set("Connection", "close")
+		resp.Close = true
+	}
+	switch b := resp.Body.(type) {
+	case *upgradedBody:
+		// The connection ends with the relay.
+	case *countingBody:
+		b.after = s.end
+	default:
+		s.end()
+	}
+	return req, resp
 }
 
-// slogWriter turns net/http's log lines into debug records.
-type slogWriter struct{ l *slog.Logger }
-
-func (w slogWriter) Write(b []byte) (int, error) {
-	w.l.Debug(string(b), "component", "http")
-	return len(b), nil
+// hopHeaders are the HTTP/1.1 headers that describe one connection, not the message.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
-// copyBuffers reuses ReverseProxy's body copy buffers (32 KiB each) across requests.
-type copyBuffers struct{}
+// removeHopByHop removes the hop-by-hop headers and those the Connection header names.
+func removeHopByHop(h http.Header) {
+	for _, v := range h["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = textproto.TrimString(f); f != "" {
+				h.Del(f)
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		h.Del(k)
+	}
+}
+
+// headerHasToken says whether a comma-separated header lists token (case-insensitive).
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(textproto.TrimString(f), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// hijacker is the http.ResponseWriter goproxy gets for the synthetic CONNECT: it only hands
+// over the connection.
+type hijacker struct {
+	conn net.Conn
+	hdr  http.Header
+}
+
+func (h *hijacker) Header() http.Header {
+	if h.hdr == nil {
+		h.hdr = http.Header{}
+	}
+	return h.hdr
+}
+func (h *hijacker) Write(b []byte) (int, error) { return h.conn.Write(b) }
+func (h *hijacker) WriteHeader(int)             {}
+
+// Hijack hands over the connection with nothing buffered: goproxy reads it from the start.
+func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return h.conn, bufio.NewReadWriter(bufio.NewReaderSize(h.conn, 16), bufio.NewWriterSize(h.conn, 16)), nil
+}
+
+// connectReplyConn swallows goproxy's answer to the synthetic CONNECT ("HTTP/1.1 200 OK"): a
+// transparently steered agent never asked for it. Everything else passes.
+type connectReplyConn struct {
+	net.Conn
+	replied bool // set by goproxy's CONNECT handler before the MITM loop starts
+}
+
+func (c *connectReplyConn) Write(b []byte) (int, error) {
+	if !c.replied {
+		c.replied = true
+		if s := string(b); strings.HasPrefix(s, "HTTP/1.1 200 ") && strings.HasSuffix(s, "\r\n\r\n") {
+			return len(b), nil
+		}
+	}
+	return c.Conn.Write(b)
+}
+
+// errHeaderTooLarge ends a connection whose agent sends more than MaxHeaderBytes before a
+// request header is complete.
+var errHeaderTooLarge = errors.New("request header too large")
+
+// limitConn bounds what an HTTP/1.x agent may send while the proxy waits for a request header
+// (goproxy's request reader has no limits of its own): a read deadline and a byte budget,
+// armed by await and lifted by serving while a request is served (its body streams at its own
+// pace). Once the first bytes of a header arrive, the rest must follow within headerTimeout.
+type limitConn struct {
+	net.Conn
+	max           int64
+	headerTimeout time.Duration
+
+	mu     sync.Mutex
+	budget int64 // bytes left before the awaited header must be complete; -1 when serving
+}
+
+func (c *limitConn) Read(b []byte) (int, error) {
+	c.mu.Lock()
+	budget := c.budget
+	c.mu.Unlock()
+	if budget == 0 {
+		return 0, errHeaderTooLarge
+	}
+	if budget > 0 && int64(len(b)) > budget {
+		b = b[:budget]
+	}
+	n, err := c.Conn.Read(b)
+	if budget > 0 && n > 0 {
+		c.mu.Lock()
+		if c.budget == c.max {
+			// A header has begun: no longer an idle wait.
+			_ = c.SetReadDeadline(time.Now().Add(c.headerTimeout))
+		}
+		if c.budget > 0 {
+			c.budget = max(c.budget-int64(n), 0)
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+// await arms the limits for the next request header, which must begin within timeout.
+func (c *limitConn) await(timeout time.Duration) {
+	c.mu.Lock()
+	c.budget = c.max
+	c.mu.Unlock()
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+}
+
+// serving lifts the limits while a request is served.
+func (c *limitConn) serving() {
+	c.mu.Lock()
+	c.budget = -1
+	c.mu.Unlock()
+	_ = c.SetReadDeadline(time.Time{})
+}
+
+func (c *limitConn) awaiting() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.budget >= 0
+}
+
+// begin marks a request (h2 stream) of the session as being served.
+func (s *session) begin() {
+	if s.lc != nil {
+		s.lc.serving()
+		return
+	}
+	s.mu.Lock()
+	s.active++
+	s.mu.Unlock()
+}
+
+// end marks a request (h2 stream) as done: an HTTP/1.x connection waits for the next header
+// within the idle timeout (the h2 server keeps its own).
+func (s *session) end() {
+	if s.lc != nil {
+		s.lc.await(s.idleTimeout)
+		return
+	}
+	s.mu.Lock()
+	s.active--
+	s.mu.Unlock()
+}
+
+// idle says whether the session waits for a request (h2: has no stream open).
+func (s *session) idle() bool {
+	if s.lc != nil {
+		return s.lc.awaiting()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active == 0
+}
+
+// streamWriter is an h2 stream's ResponseWriter as goproxy writes to it. A response of
+// unknown length (gRPC, SSE, any stream) is flushed at its header and at each write, so that
+// neither waits in the h2 server's buffer: a server may answer the header first and then wait
+// for the client's next message, which the client sends only once it has the header.
+type streamWriter struct {
+	http.ResponseWriter
+	rc     *http.ResponseController
+	stream bool
+}
+
+func (w *streamWriter) WriteHeader(code int) {
+	w.ResponseWriter.WriteHeader(code)
+	if code >= 200 && w.Header().Get("Content-Length") == "" {
+		w.stream = true
+		_ = w.rc.Flush()
+	}
+}
+
+func (w *streamWriter) Write(b []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(b)
+	if w.stream && err == nil {
+		err = w.rc.Flush()
+	}
+	return n, err
+}
+
+func (w *streamWriter) Flush() { _ = w.rc.Flush() }
+
+// ReadFrom copies a body with a pooled buffer: goproxy copies with io.Copy, which would
+// allocate 32 KiB per stream.
+func (w *streamWriter) ReadFrom(r io.Reader) (int64, error) {
+	buf := copyBufferPool.Get().(*[32 << 10]byte)
+	defer copyBufferPool.Put(buf)
+	return io.CopyBuffer(writerOnly{w}, r, buf[:])
+}
+
+// writerOnly hides ReadFrom from io.CopyBuffer, which would call it again.
+type writerOnly struct{ io.Writer }
 
 var copyBufferPool = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 
-func (copyBuffers) Get() []byte { return copyBufferPool.Get().(*[32 << 10]byte)[:] }
+// Unwrap lets http.ResponseController reach the h2 stream (trailers, deadlines).
+func (w *streamWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-func (copyBuffers) Put(b []byte) {
-	if cap(b) == 32<<10 {
-		copyBufferPool.Put((*[32 << 10]byte)(b[:32<<10]))
-	}
+// slogPrintf adapts goproxy's printf logger to slog at debug level.
+type slogPrintf struct{ l *slog.Logger }
+
+func (s slogPrintf) Printf(format string, v ...any) {
+	s.l.Debug(strings.TrimSuffix(fmt.Sprintf(format, v...), "\n"), "component", "goproxy")
 }
