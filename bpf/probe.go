@@ -2,15 +2,15 @@ package bpf
 
 import "errors"
 
-// Hook is one cgroup attach point wirken uses, and what is lost when the
-// kernel lacks it. `wirken doctor` probes each one by loading and attaching
-// a trivial program to a scratch cgroup.
+// Hook is one cgroup attach point wirken uses. `wirken doctor` probes each
+// one by loading and attaching a trivial program to a scratch cgroup. Every
+// hook exists from kernel 5.8, wirken's minimum, and the loader attaches all
+// of them or refuses to start, so every hook is required.
 type Hook struct {
 	Name      string // as in the ELF section name: "connect4", "sock_ops", ...
-	Required  bool   // wirken cannot enforce its policy without it
+	Required  bool   // wirken cannot start without it
 	MinKernel string // first mainline kernel with the hook
 	Role      string // what wirken uses it for
-	Lost      string // for optional hooks: what an agent loses or gains without it
 }
 
 // Hooks lists every hook wirken attaches to an agents cgroup, in the order
@@ -24,18 +24,12 @@ func Hooks() []Hook {
 		{Name: "sendmsg6", Required: true, MinKernel: "4.18", Role: "the same for IPv6 sockets"},
 		{Name: "sock_create", Required: true, MinKernel: "4.10", Role: "deny raw, packet, ICMP, SCTP and MPTCP sockets"},
 		{Name: "cgroup_skb_egress", Required: true, MinKernel: "4.10", Role: "backstop: drop any agent packet that is not on loopback"},
-		{Name: "recvmsg4", MinKernel: "5.2", Role: "rewrite unconnected DNS replies back to the resolver the agent asked",
-			Lost: "DNS over unconnected UDP (musl, some glibc setups) fails: replies seem to come from the wrong server"},
-		{Name: "recvmsg6", MinKernel: "5.2", Role: "the same for IPv6 sockets",
-			Lost: "DNS over unconnected UDP on IPv6 sockets fails"},
-		{Name: "getpeername4", MinKernel: "5.8", Role: "show the agent its original peer, not the proxy",
-			Lost: "getpeername() returns the proxy's address; clients that check their peer may refuse"},
-		{Name: "getpeername6", MinKernel: "5.8", Role: "the same for IPv6 sockets",
-			Lost: "getpeername() on IPv6 sockets returns the proxy's address"},
-		{Name: "bind4", MinKernel: "4.17", Role: "stop agents binding the proxy and resolver ports",
-			Lost: "an agent can bind the proxy or resolver port while wirken's own listener is down"},
-		{Name: "bind6", MinKernel: "4.17", Role: "the same for IPv6 sockets",
-			Lost: "an agent can bind the proxy or resolver port on IPv6 while wirken's own listener is down"},
+		{Name: "recvmsg4", Required: true, MinKernel: "5.2", Role: "rewrite unconnected DNS replies back to the resolver the agent asked"},
+		{Name: "recvmsg6", Required: true, MinKernel: "5.2", Role: "the same for IPv6 sockets"},
+		{Name: "getpeername4", Required: true, MinKernel: "5.8", Role: "show the agent its original peer, not the proxy"},
+		{Name: "getpeername6", Required: true, MinKernel: "5.8", Role: "the same for IPv6 sockets"},
+		{Name: "bind4", Required: true, MinKernel: "4.17", Role: "stop agents binding the proxy and resolver ports"},
+		{Name: "bind6", Required: true, MinKernel: "4.17", Role: "the same for IPv6 sockets"},
 	}
 }
 

@@ -94,10 +94,10 @@ func Diagnose(f DoctorFacts) Diagnosis {
 	default:
 		add(Check{"bpffs", StatusFailed, true, "not mounted at /sys/fs/bpf, and it cannot be mounted (see bpffs mount)"})
 	}
-	add(probeCheck(f.Probe.BPFFS, true, "", ""))
+	add(probeCheck(f.Probe.BPFFS, true, ""))
 
 	for _, r := range f.Probe.Features {
-		add(probeCheck(r, true, "", ""))
+		add(probeCheck(r, true, ""))
 	}
 	hooks := bpf.Hooks()
 	for i, h := range hooks {
@@ -106,7 +106,7 @@ func Diagnose(f DoctorFacts) Diagnosis {
 			r = f.Probe.Hooks[i]
 		}
 		r.Name = "hook " + h.Name
-		c := probeCheck(r, h.Required, h.Role, h.Lost)
+		c := probeCheck(r, h.Required, h.Role)
 		if c.Status == StatusMissing {
 			c.Detail += " (the hook exists since kernel " + h.MinKernel + ")"
 		}
@@ -165,7 +165,7 @@ func parseRelease(r string) (major, minor int, ok bool) {
 	return major, minor, true
 }
 
-func probeCheck(r bpf.ProbeResult, required bool, role, lost string) Check {
+func probeCheck(r bpf.ProbeResult, required bool, role string) Check {
 	c := Check{Name: r.Name, Required: required}
 	switch {
 	case r.Err == nil:
@@ -177,9 +177,6 @@ func probeCheck(r bpf.ProbeResult, required bool, role, lost string) Check {
 		c.Status, c.Detail = StatusMissing, r.Err.Error()
 	default:
 		c.Status, c.Detail = StatusFailed, r.Err.Error()
-	}
-	if c.Status != StatusOK && lost != "" {
-		c.Detail += "; optional, without it: " + lost
 	}
 	return c
 }

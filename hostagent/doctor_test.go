@@ -103,17 +103,17 @@ func TestDiagnose(t *testing.T) {
 				return withHook(healthyFacts(), "sock_ops", fmt.Errorf("loading: %w", syscall.EPERM))
 			},
 			failed: []string{"hook sock_ops"}},
-		{name: "optional hook missing", ok: true, row: "hook getpeername6", status: StatusMissing, detail: "optional, without it: getpeername() on IPv6",
-			facts:    func() DoctorFacts { return withHook(healthyFacts(), "getpeername6", missing) },
-			degraded: []string{"hook getpeername6"}},
-		// bind6 is optional: a hook that was not probed degrades, it never passes.
-		{name: "hook not probed", ok: true, row: "hook bind6", status: StatusFailed, detail: "not probed",
+		{name: "newest hook missing", ok: false, row: "hook getpeername6", status: StatusMissing, detail: "(the hook exists since kernel 5.8)",
+			facts:  func() DoctorFacts { return withHook(healthyFacts(), "getpeername6", missing) },
+			failed: []string{"hook getpeername6"}},
+		// A hook that was not probed fails: it never passes by default.
+		{name: "hook not probed", ok: false, row: "hook bind6", status: StatusFailed, detail: "not probed",
 			facts: func() DoctorFacts {
 				f := healthyFacts()
 				f.Probe.Hooks = f.Probe.Hooks[:len(f.Probe.Hooks)-1]
 				return f
 			},
-			degraded: []string{"hook bind6"}},
+			failed: []string{"hook bind6"}},
 		{name: "feature missing", ok: false, row: "map sk_storage", status: StatusMissing,
 			facts: func() DoctorFacts {
 				f := healthyFacts()
