@@ -50,8 +50,3 @@ func keepMeter(ctx context.Context, m *policy.Meter, path string, log *slog.Logg
 		}
 	}
 }
-
-// PlaceholderCredential lets the proxy refuse placeholders sent anywhere but their hosts.
-func (l *livePolicy) PlaceholderCredential(s string) *policy.Credential {
-	return l.p.Load().PlaceholderCredential(s)
-}

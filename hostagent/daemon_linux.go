@@ -444,6 +444,11 @@ func upstreamRoots(extra []string) (*x509.CertPool, error) {
 // livePolicy is the current policy snapshot, swapped atomically on reload.
 type livePolicy struct{ p atomic.Pointer[policy.Policy] }
 
+// PlaceholderCredential lets the proxy refuse placeholders sent anywhere but their hosts.
+func (l *livePolicy) PlaceholderCredential(s string) *policy.Credential {
+	return l.p.Load().PlaceholderCredential(s)
+}
+
 func (l *livePolicy) Decide(agent, host string, port uint16) policy.Decision {
 	return l.p.Load().Decide(agent, host, port)
 }

@@ -39,24 +39,9 @@ func Uninstall(spec UninstallSpec) error {
 		return fmt.Errorf("the daemon is running (control socket %s): stop it first (systemctl stop wirken)", cfg.ControlSocket)
 	}
 
-	root, err := wirkenCgroup(cfg)
-	if err != nil {
+	if err := detach(cfg, spec.Force, spec.Out); err != nil {
 		return err
 	}
-	if err := emptyCgroups(root, spec.Force, spec.Out); err != nil {
-		return err
-	}
-	if err := bpf.Remove(cfg.BPF.PinDir); err != nil {
-		return err
-	}
-	fmt.Fprintf(spec.Out, "removed the steering programs and maps pinned at %s\n", cfg.BPF.PinDir)
-	if parent := filepath.Dir(filepath.Clean(cfg.BPF.PinDir)); parent != "/sys/fs/bpf" {
-		_ = os.Remove(parent) // /sys/fs/bpf/wirken, once no other version is pinned there
-	}
-	if err := removeCgroupTree(root); err != nil {
-		return err
-	}
-	fmt.Fprintf(spec.Out, "removed cgroup %s\n", root)
 
 	r := spec.Root
 	is := InstallSpec{Prefix: spec.Prefix}
@@ -102,6 +87,44 @@ func Uninstall(spec UninstallSpec) error {
 		}
 		fmt.Fprintf(spec.Out, "removed %s\n", under(r, p))
 	}
+	return nil
+}
+
+// Detach is the kernel half of uninstall, for `wirken run --detach` after the daemon has
+// stopped: it moves the calling process out of wirken's daemon cgroup, then removes the pinned
+// programs and maps and wirken's cgroups. It refuses while an agent has processes, which would
+// then reach the network unsteered; the programs stay pinned and agents stay fail-closed.
+func Detach(cfg *Config, out io.Writer) error {
+	root, err := wirkenCgroup(cfg)
+	if err != nil {
+		return err
+	}
+	parent := filepath.Join(filepath.Dir(root), "cgroup.procs")
+	if err := os.WriteFile(parent, []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
+		return fmt.Errorf("leaving the daemon cgroup: %w", err)
+	}
+	return detach(cfg, false, out)
+}
+
+func detach(cfg *Config, force bool, out io.Writer) error {
+	root, err := wirkenCgroup(cfg)
+	if err != nil {
+		return err
+	}
+	if err := emptyCgroups(root, force, out); err != nil {
+		return err
+	}
+	if err := bpf.Remove(cfg.BPF.PinDir); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "removed the steering programs and maps pinned at %s\n", cfg.BPF.PinDir)
+	if parent := filepath.Dir(filepath.Clean(cfg.BPF.PinDir)); parent != "/sys/fs/bpf" {
+		_ = os.Remove(parent) // /sys/fs/bpf/wirken, once no other version is pinned there
+	}
+	if err := removeCgroupTree(root); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "removed cgroup %s\n", root)
 	return nil
 }
 

@@ -14,3 +14,6 @@ type UninstallSpec struct {
 
 // Uninstall is only available on Linux.
 func Uninstall(UninstallSpec) error { return errLinuxOnly }
+
+// Detach is only available on Linux.
+func Detach(*Config, io.Writer) error { return errLinuxOnly }

@@ -16,6 +16,7 @@ func cmdRun(args []string) error {
 	config := fs.String("config", defaultConfig(), "daemon configuration `file`")
 	level := fs.String("log-level", "", "log level: debug, info, warn, error (default: the config's)")
 	acceptRollback := fs.Bool("accept-rollback", false, "start even if the vault is older than the generation the audit log last recorded (audited)")
+	detach := fs.Bool("detach", false, "on shutdown, remove the pinned programs and wirken's cgroups (refused while an agent has processes)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -45,7 +46,17 @@ func cmdRun(args []string) error {
 	if err != nil {
 		return err
 	}
-	return hostagent.Run(ctx, cfg, tel, nil)
+	if err := hostagent.Run(ctx, cfg, tel, nil); err != nil {
+		return err
+	}
+	if *detach {
+		// Without --detach the programs stay pinned: agents keep failing closed until the
+		// daemon is back.
+		if err := hostagent.Detach(cfg, os.Stderr); err != nil {
+			return fmt.Errorf("detaching: %w", err)
+		}
+	}
+	return nil
 }
 
 func cmdExec(args []string) error {
