@@ -1,0 +1,108 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// The 6.1 cloud kernel is built without 9p (CONFIG_NET_9P is not set), so
+// the host's userland cannot be shared into the VM with -virtfs. Instead the
+// end-to-end suite's real clients (curl and the few tools the tests run as
+// the agent) are copied from the host into the initramfs with every shared
+// library ldd says they load.
+
+// stageClients adds each named host program under /usr/bin and the shared
+// libraries (and the dynamic loader) it needs at the paths ldd reports. It
+// also adds the few /etc files a glibc client reads.
+func stageClients(ctx context.Context, a *archive, names []string) error {
+	libs := map[string]bool{}
+	for _, n := range names {
+		if strings.Contains(n, "/") {
+			return fmt.Errorf("-clients %q: give a program name found on PATH, not a path", n)
+		}
+		p, err := exec.LookPath(n)
+		if err != nil {
+			return fmt.Errorf("-clients: %s is not installed on this host (make deps installs the clients): %w", n, err)
+		}
+		real, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			return fmt.Errorf("-clients: resolving %s: %w", p, err)
+		}
+		a.file("usr/bin/"+n, real, 0o755)
+		deps, err := sharedLibs(ctx, real)
+		if err != nil {
+			return err
+		}
+		for _, d := range deps {
+			libs[d] = true
+		}
+	}
+	for l := range libs {
+		real, err := filepath.EvalSymlinks(l)
+		if err != nil {
+			return fmt.Errorf("-clients: resolving %s: %w", l, err)
+		}
+		a.file(l, real, 0o755)
+	}
+	// glibc's resolver: names from /etc/hosts, then DNS. An agent's DNS is
+	// steered to wirken's resolver whatever the nameserver says.
+	a.bytes("etc/nsswitch.conf", []byte("passwd: files\ngroup: files\nhosts: files dns\n"), 0o644)
+	a.bytes("etc/hosts", []byte("127.0.0.1 localhost\n::1 localhost\n"), 0o644)
+	a.bytes("etc/resolv.conf", []byte("nameserver 127.0.0.1\n"), 0o644)
+	return nil
+}
+
+// sharedLibs returns the absolute paths of the shared objects ldd says bin
+// loads, the dynamic loader included; none for a static binary.
+func sharedLibs(ctx context.Context, bin string) ([]string, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, "ldd", bin)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if strings.Contains(stdout.String()+stderr.String(), "not a dynamic executable") {
+		return nil, nil
+	}
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		return nil, fmt.Errorf("ldd %s: %w", bin, err)
+	}
+	libs, perr := parseLdd(stdout.String())
+	if perr != nil {
+		return nil, fmt.Errorf("ldd %s: %w", bin, perr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ldd %s: %w: %s", bin, err, strings.TrimSpace(stderr.String()))
+	}
+	return libs, nil
+}
+
+// parseLdd reads ldd's output: "name => /path (addr)" for a library found,
+// "/path (addr)" for the loader, "name (addr)" for the vDSO (no file), and
+// "name => not found" for a library that is missing, which is an error.
+func parseLdd(out string) ([]string, error) {
+	var libs []string
+	for line := range strings.Lines(out) {
+		name, target, found := strings.Cut(strings.TrimSpace(line), "=>")
+		if found {
+			target = strings.TrimSpace(target)
+			if strings.HasPrefix(target, "not found") {
+				return nil, fmt.Errorf("%s is not found", strings.TrimSpace(name))
+			}
+			if f := strings.Fields(target); len(f) > 0 && strings.HasPrefix(f[0], "/") {
+				libs = append(libs, f[0])
+			}
+			continue
+		}
+		if f := strings.Fields(name); len(f) > 0 && strings.HasPrefix(f[0], "/") {
+			libs = append(libs, f[0])
+		}
+	}
+	return libs, nil
+}

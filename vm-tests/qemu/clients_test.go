@@ -1,0 +1,59 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestParseLdd(t *testing.T) {
+	out := "\tlinux-vdso.so.1 (0x00007ffd)\n" +
+		"\tlibcurl.so.4 => /lib/x86_64-linux-gnu/libcurl.so.4 (0x00007f0b)\n" +
+		"\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f0c)\n" +
+		"\t/lib64/ld-linux-x86-64.so.2 (0x00007f0d)\n"
+	got, err := parseLdd(out)
+	want := []string{"/lib/x86_64-linux-gnu/libcurl.so.4", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"}
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("parseLdd = %q, %v; want %q", got, err, want)
+	}
+	if _, err := parseLdd(out + "\tlibgone.so.1 => not found\n"); err == nil || !strings.Contains(err.Error(), "libgone.so.1") {
+		t.Fatalf("a missing library: err = %v; want one naming libgone.so.1", err)
+	}
+}
+
+// TestStageClients stages the host's curl and checks that it comes with its
+// loader and libc, and that a program the host lacks is refused.
+func TestStageClients(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("curl is required (make deps installs it)")
+		}
+		t.Skip("no curl")
+	}
+	a := newArchive()
+	if err := stageClients(context.Background(), a, []string{"curl"}); err != nil {
+		t.Fatal(err)
+	}
+	var loader, libc bool
+	for name, e := range a.entries {
+		loader = loader || strings.HasPrefix(name, "lib64/ld-linux") && e.source != ""
+		libc = libc || strings.HasSuffix(name, "/libc.so.6") && e.source != ""
+	}
+	if _, ok := a.entries["usr/bin/curl"]; !ok || !loader || !libc {
+		t.Fatalf("staged curl=%v loader=%v libc=%v; want all three", ok, loader, libc)
+	}
+	if _, ok := a.entries["etc/nsswitch.conf"]; !ok {
+		t.Error("no /etc/nsswitch.conf for the clients")
+	}
+	if err := stageClients(context.Background(), newArchive(), []string{"no-such-program-wirken"}); err == nil {
+		t.Error("a program missing on the host was accepted")
+	}
+	if err := stageClients(context.Background(), newArchive(), []string{"/usr/bin/curl"}); err == nil {
+		t.Error("a path was accepted as a program name")
+	}
+}
