@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -34,6 +36,11 @@ func stageClients(ctx context.Context, a *archive, names []string) error {
 		real, err := filepath.EvalSymlinks(p)
 		if err != nil {
 			return fmt.Errorf("-clients: resolving %s: %w", p, err)
+		}
+		if head, err := readHead(real, 2); err != nil {
+			return fmt.Errorf("-clients: %w", err)
+		} else if string(head) == "#!" {
+			return fmt.Errorf("-clients: %s (%s) is a script; its interpreter is not copied", n, real)
 		}
 		a.file("usr/bin/"+n, real, 0o755)
 		deps, err := sharedLibs(ctx, real)
@@ -66,7 +73,7 @@ func sharedLibs(ctx context.Context, bin string) ([]string, error) {
 	cmd := exec.CommandContext(ctx, "ldd", bin)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
-	if strings.Contains(stdout.String()+stderr.String(), "not a dynamic executable") {
+	if all := stdout.String() + stderr.String(); strings.Contains(all, "not a dynamic executable") || strings.Contains(all, "statically linked") {
 		return nil, nil
 	}
 	var ee *exec.ExitError
@@ -105,4 +112,19 @@ func parseLdd(out string) ([]string, error) {
 		}
 	}
 	return libs, nil
+}
+
+// readHead returns up to n bytes from the start of the file.
+func readHead(path string, n int) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	k, err := io.ReadFull(f, b)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return b[:k], nil
 }

@@ -6,6 +6,8 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -53,7 +55,34 @@ func TestStageClients(t *testing.T) {
 	if err := stageClients(context.Background(), newArchive(), []string{"no-such-program-wirken"}); err == nil {
 		t.Error("a program missing on the host was accepted")
 	}
+	script := filepath.Join(t.TempDir(), "wirken-script-client")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho hi\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", filepath.Dir(script)+":"+os.Getenv("PATH"))
+	if err := stageClients(context.Background(), newArchive(), []string{filepath.Base(script)}); err == nil || !strings.Contains(err.Error(), "script") {
+		t.Errorf("a script client: err = %v; want a refusal saying it is a script", err)
+	}
 	if err := stageClients(context.Background(), newArchive(), []string{"/usr/bin/curl"}); err == nil {
 		t.Error("a path was accepted as a program name")
+	}
+}
+
+// TestSharedLibsStatic: the Go toolchain's own binary is static, so it needs no libraries.
+func TestSharedLibsStatic(t *testing.T) {
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goBin); err != nil {
+		t.Skipf("no %s: %v", goBin, err)
+	}
+	libs, err := sharedLibs(context.Background(), goBin)
+	if err != nil || len(libs) != 0 {
+		t.Fatalf("sharedLibs(%s) = %q, %v; want none", goBin, libs, err)
+	}
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("no curl")
+	}
+	if libs, err := sharedLibs(context.Background(), curl); err != nil || len(libs) == 0 {
+		t.Fatalf("sharedLibs(curl) = %q, %v; want its libraries", libs, err)
 	}
 }
