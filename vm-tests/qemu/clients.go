@@ -20,35 +20,46 @@ import (
 // the agent) are copied from the host into the initramfs with every shared
 // library ldd says they load.
 
-// stageClients adds each named host program under /usr/bin and the shared
-// libraries (and the dynamic loader) it needs at the paths ldd reports. It
-// also adds the few /etc files a glibc client reads.
+// stageClients adds the host programs the tests run and the shared
+// libraries (and the dynamic loader) they need, at the paths ldd reports. A
+// name is looked up on PATH and added as /usr/bin/<name> with a /bin/<name>
+// link; an absolute path is added at that path: a program (python3 at
+// /usr/bin/python3) or a directory tree (its stdlib, /usr/lib/python3.11),
+// whose .so files bring their libraries too. It also adds the few /etc
+// files a glibc client reads.
 func stageClients(ctx context.Context, a *archive, names []string) error {
 	libs := map[string]bool{}
+	addELF := func(dst, src string, perm uint32) error {
+		a.file(dst, src, perm)
+		deps, err := sharedLibs(ctx, src)
+		for _, d := range deps {
+			libs[d] = true
+		}
+		return err
+	}
 	for _, n := range names {
+		if strings.HasPrefix(n, "/") {
+			if err := stagePath(a, n, addELF); err != nil {
+				return fmt.Errorf("-clients %s: %w", n, err)
+			}
+			continue
+		}
 		if strings.Contains(n, "/") {
-			return fmt.Errorf("-clients %q: give a program name found on PATH, not a path", n)
+			return fmt.Errorf("-clients %q: give a program name found on PATH or an absolute path", n)
 		}
 		p, err := exec.LookPath(n)
 		if err != nil {
 			return fmt.Errorf("-clients: %s is not installed on this host (make deps installs the clients): %w", n, err)
 		}
-		real, err := filepath.EvalSymlinks(p)
+		real, err := programFile(p)
 		if err != nil {
-			return fmt.Errorf("-clients: resolving %s: %w", p, err)
+			return fmt.Errorf("-clients %s: %w", n, err)
 		}
-		if head, err := readHead(real, 2); err != nil {
-			return fmt.Errorf("-clients: %w", err)
-		} else if string(head) == "#!" {
-			return fmt.Errorf("-clients: %s (%s) is a script; its interpreter is not copied", n, real)
-		}
-		a.file("usr/bin/"+n, real, 0o755)
-		deps, err := sharedLibs(ctx, real)
-		if err != nil {
+		if err := addELF("usr/bin/"+n, real, 0o755); err != nil {
 			return err
 		}
-		for _, d := range deps {
-			libs[d] = true
+		if _, taken := a.entries["bin/"+n]; !taken {
+			a.symlink("bin/"+n, "/usr/bin/"+n)
 		}
 	}
 	for l := range libs {
@@ -64,6 +75,66 @@ func stageClients(ctx context.Context, a *archive, names []string) error {
 	a.bytes("etc/hosts", []byte("127.0.0.1 localhost\n::1 localhost\n"), 0o644)
 	a.bytes("etc/resolv.conf", []byte("nameserver 127.0.0.1\n"), 0o644)
 	return nil
+}
+
+// programFile resolves p's symlinks and refuses a script, whose interpreter
+// would be missing.
+func programFile(p string) (string, error) {
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return "", err
+	}
+	head, err := readHead(real, 2)
+	if err != nil {
+		return "", err
+	}
+	if string(head) == "#!" {
+		return "", fmt.Errorf("%s (%s) is a script; its interpreter is not copied", p, real)
+	}
+	return real, nil
+}
+
+// stagePath adds an absolute host path: a program, or a directory tree whose
+// regular files keep their permission bits and whose .so files bring their
+// libraries. Symbolic links inside the tree are kept as links.
+func stagePath(a *archive, root string, addELF func(dst, src string, perm uint32) error) error {
+	st, err := os.Stat(root)
+	if err != nil {
+		return err
+	}
+	if !st.IsDir() {
+		real, err := programFile(root)
+		if err != nil {
+			return err
+		}
+		return addELF(root, real, 0o755)
+	}
+	return filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			a.dir(p)
+		case d.Type()&os.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			a.symlink(p, target)
+		case d.Type().IsRegular():
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			perm := uint32(info.Mode().Perm())
+			if strings.HasSuffix(p, ".so") || strings.Contains(p, ".so.") {
+				return addELF(p, p, perm)
+			}
+			a.file(p, p, perm)
+		}
+		return nil
+	})
 }
 
 // sharedLibs returns the absolute paths of the shared objects ldd says bin
