@@ -80,7 +80,7 @@ func run() error {
 	cache := flag.String("cache", "vm-tests/.cache/qemu", "directory for the kernel package and the build (git-ignored)")
 	tests := flag.String("tests", "./bpf,./audit:^TestDiskFull,./cmd/wirken:^TestCLIDoctor", "comma-separated test packages to run in the VM, each optionally :pattern for -test.run")
 	e2e := flag.String("e2e", "^(TestWalkingSkeleton|TestAuditDiskFull)$", "-test.run pattern of the vm-tests end-to-end tests to run in the VM with the host's -clients copied in (\"\" runs none)")
-	clients := flag.String("clients", "curl,env,id,grep,sh,seq,sleep,ip", "comma-separated host programs the tests run, copied into the VM's /usr/bin with their shared libraries")
+	clients := flag.String("clients", "curl,env,id,grep,sh,seq,sleep,head,ip", "comma-separated host programs the tests run, copied into the VM's /usr/bin with their shared libraries")
 	modules := flag.String("modules", "veth,dummy,tun", "comma-separated kernel modules (with their dependencies) to load in the VM")
 	timeout := flag.Duration("timeout", 10*time.Minute, "budget for building, booting and running everything")
 	mem := flag.String("mem", "2G", "VM memory")
