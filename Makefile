@@ -96,10 +96,10 @@ test: deps lint check-generate test-pkcs11
 	$(GO) test -count=1 -timeout 30m ./...
 	$(MAKE) test-vm
 
-## test-vm: `wirken doctor` and the privileged bpf, audit disk-full and doctor tests inside qemu,
-## booted with Debian bookworm's 6.1 cloud kernel (fetched with apt-get download into
-## vm-tests/.cache); KVM if /dev/kvm works, else software emulation. Budget 10 minutes; about
-## 50-80 s here with a warm build cache.
+## test-vm: `wirken doctor`, the privileged bpf, audit disk-full and doctor tests and the vm-tests
+## end-to-end tests chosen by -e2e inside qemu, booted with Debian bookworm's 6.1 cloud kernel
+## (fetched with apt-get download into vm-tests/.cache); KVM if /dev/kvm works, else software
+## emulation. Budget 10 minutes; 60-140 s here with a warm build cache.
 test-vm: deps
 	$(GO) run ./vm-tests/qemu -timeout 10m
 

@@ -42,20 +42,39 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	wirkenBin = filepath.Join(dir, "wirken")
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	build := exec.Command(goBin, "build", "-o", wirkenBin, "../cmd/wirken")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building wirken: %v\n%s", err, out)
+	if err := provideWirken(wirkenBin); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	os.Chmod(dir, 0o755)
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// provideWirken puts the wirken binary at dst: a copy of $WIRKEN_E2E_BIN when set (the qemu
+// runner sets it: the VM has no Go toolchain), else a static build of this checkout.
+func provideWirken(dst string) error {
+	if src := os.Getenv("WIRKEN_E2E_BIN"); src != "" {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			return fmt.Errorf("copying WIRKEN_E2E_BIN: %w", err)
+		}
+		if err := os.WriteFile(dst, data, 0o755); err != nil {
+			return fmt.Errorf("copying WIRKEN_E2E_BIN: %w", err)
+		}
+		return nil
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	build := exec.Command(goBin, "build", "-o", dst, "../cmd/wirken")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("building wirken: %v\n%s", err, out)
+	}
+	return nil
 }
 
 // upstream is an HTTPS server on a loopback address that records what it received.

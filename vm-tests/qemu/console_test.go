@@ -56,7 +56,7 @@ func TestReadConsole(t *testing.T) {
 
 func TestParseTests(t *testing.T) {
 	got, err := parseTests(" ./bpf, ./cmd/wirken:^TestCLIDoctor ,")
-	if err != nil || len(got) != 2 || got[0] != (testSpec{"./bpf", ""}) || got[1] != (testSpec{"./cmd/wirken", "^TestCLIDoctor"}) {
+	if err != nil || len(got) != 2 || got[0].pkg != "./bpf" || got[0].run != "" || got[1].pkg != "./cmd/wirken" || got[1].run != "^TestCLIDoctor" {
 		t.Fatalf("parseTests = %v, %v", got, err)
 	}
 	for _, bad := range []string{"", "bpf", "./bpf:(", " , "} {

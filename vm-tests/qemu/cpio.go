@@ -31,6 +31,7 @@ const (
 	sIFDIR = 0o040000
 	sIFREG = 0o100000
 	sIFCHR = 0o020000
+	sIFLNK = 0o120000
 )
 
 // archive collects entries; Write emits every parent directory before its
@@ -60,6 +61,13 @@ func (a *archive) bytes(name string, data []byte, perm uint32) {
 	name = strings.Trim(name, "/")
 	a.dir(path.Dir(name))
 	a.entries[name] = entry{name: name, mode: sIFREG | perm, data: data}
+}
+
+// symlink adds name pointing at target; newc keeps the target as the data.
+func (a *archive) symlink(name, target string) {
+	name = strings.Trim(name, "/")
+	a.dir(path.Dir(name))
+	a.entries[name] = entry{name: name, mode: sIFLNK | 0o777, data: []byte(target)}
 }
 
 func (a *archive) chardev(name string, perm, major, minor uint32) {

@@ -48,6 +48,7 @@ func main() {
 // "./bpf" or "./cmd/wirken:^TestCLIDoctor" (package:-test.run pattern).
 type testSpec struct {
 	pkg, run string
+	env      []string // extra environment of the step
 }
 
 func parseTests(s string) ([]testSpec, error) {
@@ -78,7 +79,9 @@ func run() error {
 	kernelPkg := flag.String("kernel-package", "linux-image-cloud-amd64", "Debian kernel package (a meta package is resolved with apt-cache to the image it depends on)")
 	cache := flag.String("cache", "vm-tests/.cache/qemu", "directory for the kernel package and the build (git-ignored)")
 	tests := flag.String("tests", "./bpf,./audit:^TestDiskFull,./cmd/wirken:^TestCLIDoctor", "comma-separated test packages to run in the VM, each optionally :pattern for -test.run")
-	modules := flag.String("modules", "veth,dummy", "comma-separated kernel modules (with their dependencies) to load in the VM")
+	e2e := flag.String("e2e", "^(TestWalkingSkeleton|TestAuditDiskFull)$", "-test.run pattern of the vm-tests end-to-end tests to run in the VM with the host's -clients copied in (\"\" runs none)")
+	clients := flag.String("clients", "curl,env,id,grep,sh,seq,sleep,head,ip", "comma-separated host programs the tests run, copied into the VM's /usr/bin with their shared libraries")
+	modules := flag.String("modules", "veth,dummy,tun", "comma-separated kernel modules (with their dependencies) to load in the VM")
 	timeout := flag.Duration("timeout", 10*time.Minute, "budget for building, booting and running everything")
 	mem := flag.String("mem", "2G", "VM memory")
 	smp := flag.Int("smp", 2, "VM CPUs")
@@ -86,6 +89,13 @@ func run() error {
 	specs, err := parseTests(*tests)
 	if err != nil {
 		return err
+	}
+	if *e2e != "" {
+		if _, err := regexp.Compile(*e2e); err != nil {
+			return fmt.Errorf("-e2e %q: %w", *e2e, err)
+		}
+		// The suite's TestMain copies this wirken binary instead of building one with go.
+		specs = append(specs, testSpec{pkg: "./vm-tests", run: *e2e, env: []string{"WIRKEN_E2E_BIN=/bin/wirken"}})
 	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
@@ -114,6 +124,11 @@ func run() error {
 	a := newArchive()
 	if err := stage(ctx, a, build, specs); err != nil {
 		return err
+	}
+	if *clients != "" {
+		if err := stageClients(ctx, a, splitList(*clients)); err != nil {
+			return err
+		}
 	}
 	if err := stageModules(a, filepath.Join(kdir, "lib/modules", release), splitList(*modules)); err != nil {
 		return err
@@ -286,7 +301,7 @@ func stage(ctx context.Context, a *archive, build string, specs []testSpec) erro
 		if s.run != "" {
 			argv = append(argv, "-test.run="+s.run)
 		}
-		plan = append(plan, step{Name: name, Dir: dir, Argv: argv})
+		plan = append(plan, step{Name: name, Dir: dir, Argv: argv, Env: s.env})
 	}
 	b, err := json.Marshal(plan)
 	if err != nil {
@@ -419,6 +434,7 @@ type step struct {
 	Name string   `json:"name"`
 	Dir  string   `json:"dir"`
 	Argv []string `json:"argv"`
+	Env  []string `json:"env,omitempty"`
 }
 
 func writeFile(path string, write func(io.Writer) error) error {

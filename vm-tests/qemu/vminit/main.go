@@ -29,6 +29,7 @@ type step struct {
 	Name string   `json:"name"`
 	Dir  string   `json:"dir"`
 	Argv []string `json:"argv"`
+	Env  []string `json:"env,omitempty"` // added to the base environment
 }
 
 var nonce = "none"
@@ -90,7 +91,8 @@ func run() []string {
 		cmd.Dir = s.Dir
 		watch := &noTestsWatch{w: os.Stdout}
 		cmd.Stdout, cmd.Stderr = watch, watch
-		cmd.Env = []string{"CI=true", "PATH=/bin", "HOME=/root", "TMPDIR=/tmp", "USER=root"}
+		// /usr/bin holds the host clients the runner copied in (-clients).
+		cmd.Env = append([]string{"CI=true", "PATH=/bin:/usr/bin", "HOME=/root", "TMPDIR=/tmp", "USER=root"}, s.Env...)
 		err := cmd.Run()
 		code := 0
 		if err != nil {
