@@ -557,6 +557,11 @@ func tcpEcho(t *testing.T, addr string) *countingListener {
 	if err != nil {
 		t.Fatalf("listening on %s: %v", addr, err)
 	}
+	return tcpEchoOn(t, ln)
+}
+
+// tcpEchoOn serves ln as tcpEcho does.
+func tcpEchoOn(t *testing.T, ln net.Listener) *countingListener {
 	cl := &countingListener{Listener: ln}
 	t.Cleanup(func() { ln.Close() })
 	go func() {
@@ -576,8 +581,10 @@ func tcpEcho(t *testing.T, addr string) *countingListener {
 }
 
 func TestPlainHTTPAndOtherTCP(t *testing.T) {
+	peer := startPeerNetns(t)
 	e, _, _ := protoEnv(t, agentRule("demo-plain", "plain.example.test", 80, "")+
-		agentRule("demo-raw", "127.0.0.5", 7000, `mode = "passthrough"`))
+		agentRule("demo-raw", peer.peerIP, 7000, `mode = "passthrough"`)+
+		agentRule("demo-raw-lo", "127.0.0.5", 7000, `mode = "passthrough"`))
 	e.dnsUp.set("plain.example.test", "127.0.0.1")
 	var mu sync.Mutex
 	var plainAuth []string
@@ -593,8 +600,10 @@ func TestPlainHTTPAndOtherTCP(t *testing.T) {
 	}), ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	raw := tcpEcho(t, "127.0.0.5:7000")
-	unruled := tcpEcho(t, "127.0.0.5:7001")
+	raw := tcpEchoOn(t, peer.listen(t, 7000))
+	unruled := tcpEchoOn(t, peer.listen(t, 7001))
+	rawLo := tcpEcho(t, "127.0.0.5:7000")
+	unruledLo := tcpEcho(t, "127.0.0.5:7001")
 
 	t.Run("plain HTTP on port 80 through the policy", func(t *testing.T) {
 		r := e.asAgent("curl", "-sS", "--max-time", "20", "--fail", "http://plain.example.test/plain").mustSucceed(t)
@@ -619,24 +628,26 @@ func TestPlainHTTPAndOtherTCP(t *testing.T) {
 		}
 	})
 
-	t.Run("other TCP only by an explicit passthrough rule", func(t *testing.T) {
-		script := `
+	script := `
 import socket, sys
-s = socket.create_connection(("127.0.0.5", int(sys.argv[1])), timeout=10)
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
 f = s.makefile("rwb")
 banner = f.readline()
 f.write(b"PING\n"); f.flush()
 print((banner + f.readline()).decode(), end="")
 `
-		r := e.asAgent("/usr/bin/python3", "-c", script, "7000").mustSucceed(t)
+	// This client speaks first, so a refusal does not wait for the peek timeout.
+	speakFirst := `import socket, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10); s.sendall(b"PING\n"); print(s.recv(100))`
+
+	t.Run("other TCP only by an explicit passthrough rule", func(t *testing.T) {
+		r := e.asAgent("/usr/bin/python3", "-c", script, peer.peerIP, "7000").mustSucceed(t)
 		if r.stdout != "220 ready\nPING\n" {
 			t.Fatalf("through the passthrough rule got %q", r.stdout)
 		}
 		if raw.accepted.Load() != 1 {
 			t.Fatalf("the ruled server accepted %d connections; want 1", raw.accepted.Load())
 		}
-		// This client speaks first, so the refusal does not wait for the peek timeout.
-		r = e.asAgent("/usr/bin/python3", "-c", `import socket; s = socket.create_connection(("127.0.0.5", 7001), timeout=10); s.sendall(b"PING\n"); print(s.recv(100))`)
+		r = e.asAgent("/usr/bin/python3", "-c", speakFirst, peer.peerIP, "7001")
 		if r.code == 0 || unruled.accepted.Load() != 0 {
 			t.Fatalf("without a rule: exit %d, %q; the server accepted %d", r.code, r.stdout, unruled.accepted.Load())
 		}
@@ -649,6 +660,22 @@ print((banner + f.readline()).decode(), end="")
 		}
 		if !spliced || !denied {
 			t.Fatalf("audit: passthrough by the rule %v, denial of :7001 %v", spliced, denied)
+		}
+	})
+
+	t.Run("a loopback service only by an explicit passthrough rule", func(t *testing.T) {
+		// The kernel connects these directly (README, Kernel enforcement: Loopback).
+		r := e.asAgent("/usr/bin/python3", "-c", script, "127.0.0.5", "7000").mustSucceed(t)
+		if r.stdout != "220 ready\nPING\n" || rawLo.accepted.Load() != 1 {
+			t.Fatalf("through the loopback rule got %q; the server accepted %d", r.stdout, rawLo.accepted.Load())
+		}
+		deniesBefore := len(e.records("conn.deny"))
+		r = e.asAgent("/usr/bin/python3", "-c", speakFirst, "127.0.0.5", "7001")
+		if r.code == 0 || unruledLo.accepted.Load() != 0 {
+			t.Fatalf("loopback without a rule: exit %d, %q; the server accepted %d", r.code, r.stdout, unruledLo.accepted.Load())
+		}
+		if len(e.records("conn.deny")) == deniesBefore {
+			t.Fatal("the refused loopback connection was not audited")
 		}
 	})
 }
