@@ -217,7 +217,7 @@ format = "json"
 	if !names.Asked("api.llm.test") {
 		return errors.New("the DNS server was never asked for api.llm.test: the agent's DNS did not go through wirken")
 	}
-	fmt.Println("    the agent's DNS went through wirken: the kernel steered its query for api.llm.test to wirken's resolver, which asked the DNS server (127.0.0.2) and remembered the answer; the proxy serves only names the agent resolved so.")
+	fmt.Println("    the agent's DNS went through wirken: the kernel steered its query for api.llm.test to wirken's resolver, which asked this network's DNS server (api.llm.test is 127.0.0.2) and remembered the answer; the proxy serves only names the agent resolved so.")
 
 	say("Does the agent hold the key anywhere? Its environment:")
 	env, err := d.agent("env")
