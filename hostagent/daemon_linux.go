@@ -242,6 +242,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		Logger:        log,
 		Limits:        meter,
 		Names:         names,
+		Addresses:     d.resolver,
 	})
 	if err != nil {
 		return err

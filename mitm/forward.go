@@ -165,7 +165,13 @@ func requestHost(h string) (host, port string, ok bool) {
 func (p *Proxy) resolvesTo(ctx context.Context, host string, addr netip.Addr) bool {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
 	defer cancel()
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	var addrs []netip.Addr
+	var err error
+	if p.cfg.Addresses != nil {
+		addrs, err = p.cfg.Addresses.LookupNetIP(ctx, host)
+	} else {
+		addrs, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	}
 	if err != nil {
 		return false
 	}

@@ -1,11 +1,19 @@
 package mitm
 
-import "net/netip"
+import (
+	"context"
+	"net/netip"
+)
 
 // Names tells whether an agent resolved a name to an address through wirken's resolver, and
 // the answer is still within its TTL.
 type Names interface {
 	Resolved(agent, host string, addr netip.Addr) bool
+}
+
+// Addresses looks up a name's IPv4 and IPv6 addresses.
+type Addresses interface {
+	LookupNetIP(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 // agentResolved reports whether the connection's destination is an address the agent

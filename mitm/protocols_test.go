@@ -648,3 +648,52 @@ func TestOnlyWebSocketUpgradesAreOffered(t *testing.T) {
 		t.Fatalf("the upstream saw Upgrade|Connection %q; want neither", got)
 	}
 }
+
+// fakeAddresses answers lookups from a map and records the names asked.
+type fakeAddresses struct {
+	mu    sync.Mutex
+	addrs map[string][]netip.Addr
+	asked []string
+}
+
+func (f *fakeAddresses) LookupNetIP(_ context.Context, host string) ([]netip.Addr, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.asked = append(f.asked, host)
+	if a, ok := f.addrs[host]; ok {
+		return a, nil
+	}
+	return nil, fmt.Errorf("no such host %s", host)
+}
+
+// With Config.Addresses, the proxy asks it (the daemon's resolver upstreams), not the system
+// resolver, whether the destination is an address of the plain-HTTP Host.
+func TestPlainHTTPLooksUpThroughAddresses(t *testing.T) {
+	look := &fakeAddresses{addrs: map[string][]netip.Addr{"localhost": {netip.MustParseAddr("127.0.0.2")}}}
+	h := newHarness(t, func(c *Config) { c.Addresses = look })
+	var hits atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	t.Cleanup(up.Close)
+	dst := netip.MustParseAddrPort(up.Listener.Addr().String()) // 127.0.0.1, localhost by /etc/hosts
+	h.steer.setDst(dst)
+	c, err := net.Dial("tcp", h.proxyAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET /plain/x HTTP/1.1\r\nHost: localhost:%d\r\n\r\n", dst.Port())
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 403 || !strings.Contains(string(b), "not an address of localhost") || hits.Load() != 0 {
+		t.Fatalf("got %d %q, upstream hits %d; want a 403: the lookup says localhost is 127.0.0.2", resp.StatusCode, b, hits.Load())
+	}
+	look.mu.Lock()
+	defer look.mu.Unlock()
+	if len(look.asked) != 1 || look.asked[0] != "localhost" {
+		t.Fatalf("Addresses was asked %v; want localhost once", look.asked)
+	}
+}

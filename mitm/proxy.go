@@ -108,6 +108,10 @@ type Config struct {
 	// Names, if set, requires that the name a connection is for (SNI, or Host for plain
 	// HTTP) is one the agent resolved to the destination through wirken's resolver.
 	Names Names
+	// Addresses, if set, is where the proxy looks up a name's addresses when only DNS ties
+	// the destination to the name (plain HTTP, passthrough); nil: the system resolver. The
+	// daemon passes wirken's resolver, so the proxy asks the upstreams agents' DNS goes to.
+	Addresses Addresses
 	// DialTimeout bounds the upstream TCP connect.
 	DialTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait for an upstream's response header (LLM calls may

@@ -111,6 +111,39 @@ func (r *Resolver) Resolved(agent, host string, addr netip.Addr) bool {
 	return r.names.has(agent, host, addr, r.cfg.Now())
 }
 
+// LookupNetIP returns host's A and AAAA addresses as the upstreams answer them: wirken's own
+// lookup, not an agent's, so nothing is recorded or audited. It fails only if neither
+// lookup got an answer.
+func (r *Resolver) LookupNetIP(ctx context.Context, host string) ([]netip.Addr, error) {
+	var addrs []netip.Addr
+	var errs []error
+	for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("looking up %s: %w", host, err)
+		}
+		q := new(dns.Msg)
+		q.SetQuestion(dns.Fqdn(host), qtype)
+		resp, err := r.forward(q, false)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if resp.Rcode != dns.RcodeSuccess {
+			errs = append(errs, fmt.Errorf("%s %s: %s", host, dns.TypeToString[qtype], dns.RcodeToString[resp.Rcode]))
+			continue
+		}
+		for _, rr := range resp.Answer {
+			if a, ok := answerAddr(rr); ok {
+				addrs = append(addrs, a.Unmap())
+			}
+		}
+	}
+	if len(addrs) == 0 && len(errs) > 0 {
+		return nil, fmt.Errorf("looking up %s: %w", host, errors.Join(errs...))
+	}
+	return addrs, nil
+}
+
 // ServeUDP answers queries arriving on pc until Shutdown.
 func (r *Resolver) ServeUDP(pc net.PacketConn) error {
 	return r.serve(&dns.Server{PacketConn: pc, Handler: r})
@@ -309,16 +342,7 @@ func (r *Resolver) forward(req *dns.Msg, tcp bool) (*dns.Msg, error) {
 func (r *Resolver) record(agent, name string, m *dns.Msg) {
 	now := r.cfg.Now()
 	for _, rr := range m.Answer {
-		var ip net.IP
-		switch rr := rr.(type) {
-		case *dns.A:
-			ip = rr.A
-		case *dns.AAAA:
-			ip = rr.AAAA
-		default:
-			continue
-		}
-		a, ok := netip.AddrFromSlice(ip)
+		a, ok := answerAddr(rr)
 		if !ok {
 			continue
 		}
@@ -328,6 +352,17 @@ func (r *Resolver) record(agent, name string, m *dns.Msg) {
 			return
 		}
 	}
+}
+
+// answerAddr is the address an A or AAAA record holds.
+func answerAddr(rr dns.RR) (netip.Addr, bool) {
+	switch rr := rr.(type) {
+	case *dns.A:
+		return netip.AddrFromSlice(rr.A)
+	case *dns.AAAA:
+		return netip.AddrFromSlice(rr.AAAA)
+	}
+	return netip.Addr{}, false
 }
 
 // udpSize is the largest UDP answer the client accepts.

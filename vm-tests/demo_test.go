@@ -14,7 +14,7 @@ import (
 func TestMakeDemo(t *testing.T) {
 	requireRoot(t)
 	out := makeIn(t, "..", "demo")
-	for _, want := range []string{"the model says:", "the paste site received no connection", "wirken answered: HTTP/2 403", ": ok: ", "demo passed"} {
+	for _, want := range []string{"the model says:", "the agent's DNS went through wirken", "NXDOMAIN", "the paste site received no connection", "wirken answered: HTTP/2 403", ": ok: ", "demo passed"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("make demo output lacks %q:\n%s", want, out)
 		}

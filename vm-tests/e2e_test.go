@@ -403,6 +403,9 @@ func (e *env) killDaemon() {
 // cleanup removes everything the test made, even after a failure: the daemon, every process
 // left in its cgroups, the cgroups, the pinned programs and maps, and the temp dir.
 func (e *env) cleanup() {
+	if e.t.Failed() {
+		e.t.Logf("the daemon's log:\n%s", e.logs.String())
+	}
 	e.killDaemon()
 	removeCgroupTree(e.t, e.cgroup)
 	if err := os.RemoveAll(e.pinDir); err != nil {

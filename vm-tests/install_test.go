@@ -104,6 +104,8 @@ func TestInstallLifecycle(t *testing.T) {
 	upCA := newTestCA(t)
 	api := startUpstream(t, "127.0.0.2:443", upCA.leaf(t, "api.example.test"))
 	canary := "WKCANARY-" + randHex(t, 16)
+	// The host's resolver as far as the installed daemon knows: agents resolve through wirken.
+	dnsUp := startDNSUpstream(t, map[string]string{"api.example.test": "127.0.0.2"})
 
 	promAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	// An operator's wirken.toml exists before install: it must be kept. Its relative paths keep
@@ -126,7 +128,10 @@ root = %q
 pin_dir = %q
 [metrics]
 prometheus = %q
-`, freePort(t), filepath.Base(ie.cgroup), ie.pinDir, promAddr))
+[dns]
+port = %d
+upstreams = [%q]
+`, freePort(t), filepath.Base(ie.cgroup), ie.pinDir, promAddr, freePort(t), dnsUp.addr))
 	write(t, ie.config, myConfig)
 
 	t.Run("install lays out the host and keeps existing configuration", func(t *testing.T) {
@@ -313,7 +318,7 @@ prometheus = %q
 		held := make(chan result, 1)
 		go func() {
 			held <- runWirken(t, ie.bin, ie.config, nil, "exec", "--agent", "demo", "--", "/usr/bin/python3", "-c",
-				"import socket, time; s = socket.create_connection(('127.0.0.2', 443)); time.sleep(3)")
+				"import socket, time; s = socket.create_connection(('api.example.test', 443)); time.sleep(3)")
 		}()
 		var conns struct {
 			Connections int `json:"connections"`

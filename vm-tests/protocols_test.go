@@ -26,8 +26,12 @@ import (
 	"google.golang.org/grpc/metadata"
 )
 
-// protoAddr is where the protocol upstream for api.example.test listens (h2 and http/1.1).
-const protoAddr = "127.0.0.4:443"
+// protoIP:443 is where the protocol upstream for api.example.test listens (h2 and http/1.1);
+// in protoEnv the test's upstream resolver answers api.example.test with protoIP.
+const (
+	protoIP   = "127.0.0.4"
+	protoAddr = protoIP + ":443"
+)
 
 // protoUpstream serves every protocol the agents speak and records the Authorization header
 // of each request (or gRPC call, or WebSocket upgrade) by path.
@@ -50,6 +54,17 @@ func (u *protoUpstream) seen(path string) []string {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return append([]string(nil), u.auth[path]...)
+}
+
+// requests counts the requests the upstream received, on every path.
+func (u *protoUpstream) requests() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	n := 0
+	for _, a := range u.auth {
+		n += len(a)
+	}
+	return n
 }
 
 func (u *protoUpstream) protoOf(path string) string {
@@ -192,22 +207,19 @@ func startProtoUpstream(t *testing.T, cert tls.Certificate) *protoUpstream {
 const agentClientArg = "wirken-agent-client"
 
 // agentClient is the test binary re-executed inside the agent cgroup as an unmodified Go
-// client: default TLS roots (SSL_CERT_FILE from wirken exec), api.example.test pinned to its
-// address as /etc/hosts would. It prints what it got and returns an exit code.
+// client: default TLS roots (SSL_CERT_FILE from wirken exec), default resolver and dialer (its
+// DNS is steered to wirken's resolver). It prints what it got and returns an exit code.
 func agentClient(args []string) int {
 	if len(args) < 1 {
 		fmt.Fprintln(os.Stderr, "agent client: no mode")
 		return 2
-	}
-	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "tcp", protoAddr)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	fail := func(err error) int { fmt.Fprintln(os.Stderr, "agent client:", err); return 1 }
 	switch args[0] {
 	case "http":
-		tr := &http.Transport{DialContext: dial, ForceAttemptHTTP2: true}
+		tr := &http.Transport{ForceAttemptHTTP2: true}
 		resp, err := (&http.Client{Transport: tr}).Get("https://api.example.test/echo/go")
 		if err != nil {
 			return fail(err)
@@ -215,9 +227,8 @@ func agentClient(args []string) int {
 		b, _ := io.ReadAll(resp.Body)
 		fmt.Printf("%d %s %s", resp.StatusCode, resp.Proto, b)
 	case "grpc":
-		conn, err := grpc.NewClient("passthrough:///api.example.test:443",
+		conn, err := grpc.NewClient("dns:///api.example.test:443",
 			grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{})),
-			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return dial(ctx, "", "") }),
 			grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
 		if err != nil {
 			return fail(err)
@@ -251,9 +262,7 @@ func agentClient(args []string) int {
 		}
 		fmt.Println("stream closed ok")
 	case "ws":
-		c, _, err := websocket.Dial(ctx, "wss://api.example.test/echo/ws", &websocket.DialOptions{
-			HTTPClient: &http.Client{Transport: &http.Transport{DialContext: dial}},
-		})
+		c, _, err := websocket.Dial(ctx, "wss://api.example.test/echo/ws", nil)
 		if err != nil {
 			return fail(err)
 		}
@@ -276,10 +285,12 @@ func agentClient(args []string) int {
 }
 
 // protoEnv is a daemon whose policy also lets agent demo reach api.example.test on any path,
-// with the credential, and the protocol upstream behind 127.0.0.4.
+// with the credential, and the protocol upstream behind 127.0.0.4, where the test's upstream
+// resolver now says api.example.test is.
 func protoEnv(t *testing.T, extraRules string) (*env, *protoUpstream, string) {
 	e := newEnv(t)
 	up := startProtoUpstream(t, e.upCA.leaf(t, "api.example.test"))
+	e.dnsUp.set("api.example.test", protoIP)
 	pol := filepath.Join(e.dir, "policy.toml")
 	b, err := os.ReadFile(pol)
 	if err != nil {
@@ -308,8 +319,10 @@ func agentRule(name, host string, port int, extra string) string {
 	return fmt.Sprintf("\n[[rules]]\nname = %q\nagent = \"demo\"\nhosts = [%q]\nports = [%d]\n%s\n", name, host, port, extra)
 }
 
+// protoCurl is curl as an agent to the protocol upstream: it resolves api.example.test through
+// wirken's resolver (to protoIP).
 func protoCurl(path string, extra ...string) []string {
-	return append([]string{"curl", "-sS", "--max-time", "60", "--resolve", "api.example.test:443:127.0.0.4", "https://api.example.test" + path}, extra...)
+	return append([]string{"curl", "-sS", "--max-time", "60", "https://api.example.test" + path}, extra...)
 }
 
 // daemonMem reads the daemon's VmHWM and VmRSS in KiB.
@@ -367,11 +380,7 @@ func TestProtocols(t *testing.T) {
 
 	t.Run("python3 urllib and http.client", func(t *testing.T) {
 		script := `
-import socket, ssl, urllib.request, http.client
-real = socket.getaddrinfo
-def pinned(host, *a, **k):
-    return real("127.0.0.4" if host == "api.example.test" else host, *a, **k)
-socket.getaddrinfo = pinned  # as /etc/hosts would
+import ssl, urllib.request, http.client
 print(urllib.request.urlopen("https://api.example.test/echo/urllib", timeout=30).read().decode())
 c = http.client.HTTPSConnection("api.example.test", context=ssl.create_default_context(), timeout=30)
 c.request("GET", "/echo/httpclient", headers={"Authorization": "Bearer agent-dummy"})
@@ -425,9 +434,6 @@ print(r.status, r.read().decode())
 			t.Skip("node is not installed (the issue asks for it only if present)")
 		}
 		script := `
-const dns = require("dns");
-const real = dns.lookup;
-dns.lookup = (h, o, cb) => real(h === "api.example.test" ? "127.0.0.4" : h, o, cb); // as /etc/hosts would
 fetch("https://api.example.test/echo/node").then(r => r.text().then(t => console.log(r.status, t))).catch(e => { console.error(e); process.exit(1); });
 `
 		r := e.asAgent(node, "-e", script).mustSucceed(t)
@@ -506,20 +512,26 @@ fetch("https://api.example.test/echo/node").then(r => r.text().then(t => console
 			name string
 			args []string
 			want string
+			at   string // where the upstream resolver says api.example.test is during the case
 		}{
-			{"Host differs from SNI", curlArgs("api.example.test", "127.0.0.2", "/echo", "-i", "-H", "Host: evil.example.test"), "403"},
-			{"absolute-form to another host", curlArgs("api.example.test", "127.0.0.2", "/echo", "-i", "--http1.1", "--request-target", "https://evil.example.test/echo"), "403"},
-			{"CONNECT to another host", curlArgs("api.example.test", "127.0.0.2", "/echo", "-i", "--http1.1", "-X", "CONNECT", "--request-target", "evil.example.test:443"), "403"},
-			{"SNI of the credentialed host sent to another address", curlArgs("api.example.test", "127.0.0.3", "/echo", "-i"), "502"},
+			{"Host differs from SNI", curlArgs("api.example.test", protoIP, "/echo", "-i", "-H", "Host: evil.example.test"), "403", protoIP},
+			{"absolute-form to another host", curlArgs("api.example.test", protoIP, "/echo", "-i", "--http1.1", "--request-target", "https://evil.example.test/echo"), "403", protoIP},
+			{"CONNECT to another host", curlArgs("api.example.test", protoIP, "/echo", "-i", "--http1.1", "-X", "CONNECT", "--request-target", "evil.example.test:443"), "403", protoIP},
+			// DNS now points the credentialed name at a server that cannot prove it is that
+			// name (its certificate is for evil.example.test): the agent resolved it through
+			// wirken, so the connection is served, and the upstream's certificate is refused.
+			{"SNI of the credentialed host sent to another address", curlArgs("api.example.test", "127.0.0.3", "/echo", "-i"), "502", "127.0.0.3"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				apiBefore, otherBefore := len(e.api.seen()), len(e.other.seen())
+				e.dnsUp.set("api.example.test", tc.at)
+				defer e.dnsUp.set("api.example.test", protoIP)
+				apiBefore, otherBefore, protoBefore := len(e.api.seen()), len(e.other.seen()), up.requests()
 				deniesBefore := len(e.records("request.deny")) + len(e.records("credential.result"))
 				r := e.asAgent(tc.args...)
 				if !strings.Contains(r.stdout, " "+tc.want+" ") || !strings.Contains(r.stdout, "wirken: ") {
 					t.Fatalf("want %s with a wirken: reason; got exit %d\n%s%s", tc.want, r.code, r.stdout, r.stderr)
 				}
-				if len(e.api.seen()) != apiBefore || len(e.other.seen()) != otherBefore {
+				if len(e.api.seen()) != apiBefore || len(e.other.seen()) != otherBefore || up.requests() != protoBefore {
 					t.Fatal("the request reached an upstream")
 				}
 				if len(e.records("request.deny"))+len(e.records("credential.result")) == deniesBefore {
@@ -545,6 +557,11 @@ func tcpEcho(t *testing.T, addr string) *countingListener {
 	if err != nil {
 		t.Fatalf("listening on %s: %v", addr, err)
 	}
+	return tcpEchoOn(t, ln)
+}
+
+// tcpEchoOn serves ln as tcpEcho does.
+func tcpEchoOn(t *testing.T, ln net.Listener) *countingListener {
 	cl := &countingListener{Listener: ln}
 	t.Cleanup(func() { ln.Close() })
 	go func() {
@@ -564,8 +581,11 @@ func tcpEcho(t *testing.T, addr string) *countingListener {
 }
 
 func TestPlainHTTPAndOtherTCP(t *testing.T) {
-	e, _, _ := protoEnv(t, agentRule("demo-plain", "localhost", 80, "")+
-		agentRule("demo-raw", "127.0.0.5", 7000, `mode = "passthrough"`))
+	peer := startPeerNetns(t)
+	e, _, _ := protoEnv(t, agentRule("demo-plain", "plain.example.test", 80, "")+
+		agentRule("demo-raw", peer.peerIP, 7000, `mode = "passthrough"`)+
+		agentRule("demo-raw-lo", "127.0.0.5", 7000, `mode = "passthrough"`))
+	e.dnsUp.set("plain.example.test", "127.0.0.1")
 	var mu sync.Mutex
 	var plainAuth []string
 	ln, err := net.Listen("tcp", "127.0.0.1:80")
@@ -580,18 +600,21 @@ func TestPlainHTTPAndOtherTCP(t *testing.T) {
 	}), ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	raw := tcpEcho(t, "127.0.0.5:7000")
-	unruled := tcpEcho(t, "127.0.0.5:7001")
+	raw := tcpEchoOn(t, peer.listen(t, 7000))
+	unruled := tcpEchoOn(t, peer.listen(t, 7001))
+	rawLo := tcpEcho(t, "127.0.0.5:7000")
+	unruledLo := tcpEcho(t, "127.0.0.5:7001")
 
 	t.Run("plain HTTP on port 80 through the policy", func(t *testing.T) {
-		r := e.asAgent("curl", "-sS", "--max-time", "20", "--fail", "http://localhost/plain").mustSucceed(t)
-		if r.stdout != "plain localhost /plain" {
+		r := e.asAgent("curl", "-sS", "--max-time", "20", "--fail", "http://plain.example.test/plain").mustSucceed(t)
+		if r.stdout != "plain plain.example.test /plain" {
 			t.Fatalf("curl got %q", r.stdout)
 		}
-		// A name the destination is not an address of, and the credentialed host in clear.
+		// A name the destination is not an address of (the agent bypassed DNS), and the
+		// credentialed host in clear (resolved through wirken, but no rule allows port 80).
 		for _, args := range [][]string{
-			{"--resolve", "localhost:80:127.0.0.5", "http://localhost/plain"},
-			{"--resolve", "api.example.test:80:127.0.0.1", "http://api.example.test/echo"},
+			{"--resolve", "plain.example.test:80:127.0.0.5", "http://plain.example.test/plain"},
+			{"http://api.example.test/echo"},
 		} {
 			r := e.asAgent(append([]string{"curl", "-sS", "-i", "--max-time", "20"}, args...)...)
 			if !strings.Contains(r.stdout, " 403 ") || !strings.Contains(r.stdout, "wirken: ") {
@@ -605,24 +628,26 @@ func TestPlainHTTPAndOtherTCP(t *testing.T) {
 		}
 	})
 
-	t.Run("other TCP only by an explicit passthrough rule", func(t *testing.T) {
-		script := `
+	script := `
 import socket, sys
-s = socket.create_connection(("127.0.0.5", int(sys.argv[1])), timeout=10)
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
 f = s.makefile("rwb")
 banner = f.readline()
 f.write(b"PING\n"); f.flush()
 print((banner + f.readline()).decode(), end="")
 `
-		r := e.asAgent("/usr/bin/python3", "-c", script, "7000").mustSucceed(t)
+	// This client speaks first, so a refusal does not wait for the peek timeout.
+	speakFirst := `import socket, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10); s.sendall(b"PING\n"); print(s.recv(100))`
+
+	t.Run("other TCP only by an explicit passthrough rule", func(t *testing.T) {
+		r := e.asAgent("/usr/bin/python3", "-c", script, peer.peerIP, "7000").mustSucceed(t)
 		if r.stdout != "220 ready\nPING\n" {
 			t.Fatalf("through the passthrough rule got %q", r.stdout)
 		}
 		if raw.accepted.Load() != 1 {
 			t.Fatalf("the ruled server accepted %d connections; want 1", raw.accepted.Load())
 		}
-		// This client speaks first, so the refusal does not wait for the peek timeout.
-		r = e.asAgent("/usr/bin/python3", "-c", `import socket; s = socket.create_connection(("127.0.0.5", 7001), timeout=10); s.sendall(b"PING\n"); print(s.recv(100))`)
+		r = e.asAgent("/usr/bin/python3", "-c", speakFirst, peer.peerIP, "7001")
 		if r.code == 0 || unruled.accepted.Load() != 0 {
 			t.Fatalf("without a rule: exit %d, %q; the server accepted %d", r.code, r.stdout, unruled.accepted.Load())
 		}
@@ -635,6 +660,22 @@ print((banner + f.readline()).decode(), end="")
 		}
 		if !spliced || !denied {
 			t.Fatalf("audit: passthrough by the rule %v, denial of :7001 %v", spliced, denied)
+		}
+	})
+
+	t.Run("a loopback service only by an explicit passthrough rule", func(t *testing.T) {
+		// The kernel connects these directly (README, Kernel enforcement: Loopback).
+		r := e.asAgent("/usr/bin/python3", "-c", script, "127.0.0.5", "7000").mustSucceed(t)
+		if r.stdout != "220 ready\nPING\n" || rawLo.accepted.Load() != 1 {
+			t.Fatalf("through the loopback rule got %q; the server accepted %d", r.stdout, rawLo.accepted.Load())
+		}
+		deniesBefore := len(e.records("conn.deny"))
+		r = e.asAgent("/usr/bin/python3", "-c", speakFirst, "127.0.0.5", "7001")
+		if r.code == 0 || unruledLo.accepted.Load() != 0 {
+			t.Fatalf("loopback without a rule: exit %d, %q; the server accepted %d", r.code, r.stdout, unruledLo.accepted.Load())
+		}
+		if len(e.records("conn.deny")) == deniesBefore {
+			t.Fatal("the refused loopback connection was not audited")
 		}
 	})
 }
