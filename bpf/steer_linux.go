@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -89,6 +90,14 @@ func Load(cfg Config) (*Steering, error) {
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: mapsDir}}
 	if err := spec.LoadAndAssign(objs, opts); err != nil {
 		return nil, fmt.Errorf("loading BPF objects: %w", err)
+	}
+	// Records pinned by an earlier run belong to sockets of that run: a
+	// later connection reusing a tuple must never be served as their agent.
+	for _, m := range []*ebpf.Map{objs.OrigByTuple, objs.UdpByTuple} {
+		if err := clearTuples(m); err != nil {
+			objs.Close()
+			return nil, err
+		}
 	}
 
 	for _, a := range attachments(objs) {
@@ -259,6 +268,9 @@ func (s *Steering) Origin(client, local netip.AddrPort) (Origin, error) {
 		}
 		return Origin{}, fmt.Errorf("looking up origin of %s -> %s: %w", client, local, err)
 	}
+	if err := fresh(&m, MaxOriginAge); err != nil {
+		return Origin{}, fmt.Errorf("looking up origin of %s -> %s: %w", client, local, err)
+	}
 	return originFromMeta(&m), nil
 }
 
@@ -352,6 +364,9 @@ func (s *Steering) QueryOrigin(client, local netip.AddrPort) (Origin, error) {
 		}
 		return Origin{}, fmt.Errorf("looking up query origin of %s -> %s: %w", client, local, err)
 	}
+	if err := fresh(&m, MaxQueryAge); err != nil {
+		return Origin{}, fmt.Errorf("looking up query origin of %s -> %s: %w", client, local, err)
+	}
 	return originFromMeta(&m), nil
 }
 
@@ -415,6 +430,40 @@ func tupleKey(client, local netip.AddrPort) steerTupleKey {
 		ClientPort: client.Port(),
 		ProxyPort:  local.Port(),
 	}
+}
+
+// fresh returns an error wrapping ErrNoOrigin if the record was written more
+// than max ago (CLOCK_BOOTTIME, the clock of bpf_ktime_get_boot_ns).
+func fresh(m *steerSkMeta, max time.Duration) error {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return fmt.Errorf("reading the boot clock: %w", err)
+	}
+	now := uint64(ts.Nano())
+	if m.KtimeBoot > now || time.Duration(now-m.KtimeBoot) > max {
+		return fmt.Errorf("record older than %s: %w", max, ErrNoOrigin)
+	}
+	return nil
+}
+
+// clearTuples deletes every entry of a tuple map.
+func clearTuples(m *ebpf.Map) error {
+	var keys []steerTupleKey
+	var k steerTupleKey
+	var v steerSkMeta
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("listing stale connection records: %w", err)
+	}
+	for _, k := range keys {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("clearing stale connection records: %w", err)
+		}
+	}
+	return nil
 }
 
 func originFromMeta(m *steerSkMeta) Origin {
