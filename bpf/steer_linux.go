@@ -246,6 +246,24 @@ func (s *Steering) UnregisterAgent(cgroupID uint64) error {
 	return s.dropLoopback(cgroupID, nil)
 }
 
+// Registered reports whether cgroupID is in the kernel's agents map.
+func (s *Steering) Registered(cgroupID uint64) (bool, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.objs == nil {
+		return false, errors.New("looking up agent: steering is closed")
+	}
+	var v steerAgentInfo
+	err := s.objs.Agents.Lookup(cgroupID, &v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("looking up agent cgroup %d: %w", cgroupID, err)
+	}
+	return true, nil
+}
+
 // Origin looks up and deletes the record of an accepted proxy connection:
 // client is the agent's end (conn.RemoteAddr), local the proxy's
 // (conn.LocalAddr). A miss returns an error wrapping ErrNoOrigin. IPv4
@@ -613,4 +631,77 @@ func ensureBPFFS() error {
 		return fmt.Errorf("mounting bpffs at %s: %w", bpffsRoot, err)
 	}
 	return nil
+}
+
+// BoundCgroups returns, for each bound agent whose links are pinned under pinDir (by this or an
+// earlier run, see Bind), the path of the live cgroup they are attached to. onPath is any path
+// on the cgroup2 mount. An agent whose cgroup is gone is left out: its links steer nothing.
+func BoundCgroups(pinDir, onPath string) (map[string]string, error) {
+	dir := filepath.Join(pinDir, "links", "bound")
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing bound agents: %w", err)
+	}
+	out := map[string]string{}
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		pins, err := os.ReadDir(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("listing bound agent %s: %w", e.Name(), err)
+		}
+		for _, p := range pins {
+			path, err := linkCgroup(filepath.Join(dir, e.Name(), p.Name()), onPath)
+			if err != nil {
+				return nil, fmt.Errorf("bound agent %s: %w", e.Name(), err)
+			}
+			if path != "" {
+				out[e.Name()] = path
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// linkCgroup is the path of the live cgroup the pinned link is attached to, or "" if it is gone.
+func linkCgroup(pin, onPath string) (string, error) {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		return "", fmt.Errorf("opening pinned link %s: %w", pin, err)
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		return "", fmt.Errorf("inspecting pinned link %s: %w", pin, err)
+	}
+	cg := info.Cgroup()
+	if cg == nil || cg.CgroupId == 0 {
+		return "", nil
+	}
+	mnt, err := os.Open(onPath)
+	if err != nil {
+		return "", fmt.Errorf("finding cgroup %d: %w", cg.CgroupId, err)
+	}
+	defer mnt.Close()
+	var h [8]byte
+	binary.NativeEndian.PutUint64(h[:], cg.CgroupId)
+	fd, err := unix.OpenByHandleAt(int(mnt.Fd()), unix.NewFileHandle(fileIDKernfs, h[:]),
+		unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("finding cgroup %d: %w", cg.CgroupId, err)
+	}
+	defer unix.Close(fd)
+	path, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return "", fmt.Errorf("finding cgroup %d: %w", cg.CgroupId, err)
+	}
+	return path, nil
 }
