@@ -7,8 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/wirken/wirken/bpf"
 	"github.com/wirken/wirken/policy"
@@ -22,6 +26,9 @@ type regEnv struct {
 	dir   string // <own>/agents
 	unit  string // a cgroup outside wirken's tree, as a systemd unit's
 	rel   string // unit relative to the cgroup2 mount
+	own   string // wirken's cgroup root
+	pin   string // the pin directory
+	mount string // the cgroup2 mount point
 }
 
 func newRegEnv(t *testing.T) *regEnv {
@@ -48,6 +55,7 @@ func newRegEnv(t *testing.T) *regEnv {
 	e := &regEnv{dir: filepath.Join(own, "agents"), rel: "/wirken-regunit-" + suffix}
 	e.unit = filepath.Join(m.point, e.rel)
 	pin := "/sys/fs/bpf/wirken-regtest-" + suffix
+	e.own, e.pin, e.mount = own, pin, m.point
 	for _, d := range []string{own, e.dir, e.unit} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -60,6 +68,7 @@ func newRegEnv(t *testing.T) *regEnv {
 		if err := bpf.Remove(pin); err != nil {
 			t.Errorf("cleanup: %v", err)
 		}
+		os.WriteFile(filepath.Join(e.unit, "cgroup.kill"), []byte("1"), 0)
 		ents, _ := os.ReadDir(e.dir)
 		for _, d := range ents {
 			unix.Rmdir(filepath.Join(e.dir, d.Name()))
@@ -158,5 +167,50 @@ func TestRegistryMissingBoundCgroup(t *testing.T) {
 	svc, _ := e.reg.lookup("svc")
 	if svc.id == 0 || !e.registered(t, svc.id) {
 		t.Fatalf("svc not bound once its cgroup appeared: %+v", svc)
+	}
+}
+
+// TestDetachRefusesWhileBoundAgentRuns: uninstall and `run --detach` remove the pins, which
+// detaches the programs from bound agents' cgroups too: they refuse while a bound cgroup has
+// processes, and with force kill them.
+func TestDetachRefusesWhileBoundAgentRuns(t *testing.T) {
+	e := newRegEnv(t)
+	e.sync(t, policy.Agent{Name: "svc", Cgroup: e.rel})
+	bound, err := bpf.BoundCgroups(e.pin, e.mount)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bound) != 1 || bound["svc"] != e.unit {
+		t.Fatalf("BoundCgroups = %v, want svc: %s", bound, e.unit)
+	}
+	fd, err := unix.Open(e.unit, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	cmd := exec.Command("sleep", "60")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer cmd.Process.Kill()
+
+	var out strings.Builder
+	err = emptyCgroups(e.own, bound, false, &out)
+	if err == nil || !strings.Contains(err.Error(), "svc (bound to "+e.unit) {
+		t.Fatalf("emptyCgroups with a bound agent running = %v; want a refusal naming svc", err)
+	}
+	if err := emptyCgroups(e.own, bound, true, &out); err != nil {
+		t.Fatalf("emptyCgroups with force: %v", err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the bound agent's process was not killed")
+	}
+	if !strings.Contains(out.String(), "killed") {
+		t.Fatalf("output %q does not say what was killed", out.String())
 	}
 }
