@@ -572,9 +572,20 @@ func CgroupID(path string) (uint64, error) {
 // opening it by file handle (cgroup2 handles are the 64-bit id) relative to
 // onPath, any path on the same cgroup2 mount.
 func cgroupAlive(onPath string, id uint64) (bool, error) {
+	fd, err := openCgroup(onPath, id)
+	if err != nil || fd < 0 {
+		return false, err
+	}
+	unix.Close(fd)
+	return true, nil
+}
+
+// openCgroup opens the cgroup with the given id by file handle (cgroup2 handles are the 64-bit
+// id) relative to onPath, any path on the same cgroup2 mount. It returns -1 if the cgroup is gone.
+func openCgroup(onPath string, id uint64) (int, error) {
 	mnt, err := os.Open(onPath)
 	if err != nil {
-		return false, fmt.Errorf("checking cgroup %d: %w", id, err)
+		return -1, fmt.Errorf("checking cgroup %d: %w", id, err)
 	}
 	defer mnt.Close()
 	var h [8]byte
@@ -583,12 +594,11 @@ func cgroupAlive(onPath string, id uint64) (bool, error) {
 		unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	switch {
 	case err == nil:
-		unix.Close(fd)
-		return true, nil
+		return fd, nil
 	case errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT):
-		return false, nil
+		return -1, nil
 	}
-	return false, fmt.Errorf("checking cgroup %d: %w", id, err)
+	return -1, fmt.Errorf("checking cgroup %d: %w", id, err)
 }
 
 // fileIDKernfs is the file handle type of kernfs (cgroup2) handles.
@@ -683,20 +693,9 @@ func linkCgroup(pin, onPath string) (string, error) {
 	if cg == nil || cg.CgroupId == 0 {
 		return "", nil
 	}
-	mnt, err := os.Open(onPath)
-	if err != nil {
-		return "", fmt.Errorf("finding cgroup %d: %w", cg.CgroupId, err)
-	}
-	defer mnt.Close()
-	var h [8]byte
-	binary.NativeEndian.PutUint64(h[:], cg.CgroupId)
-	fd, err := unix.OpenByHandleAt(int(mnt.Fd()), unix.NewFileHandle(fileIDKernfs, h[:]),
-		unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
-	if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("finding cgroup %d: %w", cg.CgroupId, err)
+	fd, err := openCgroup(onPath, cg.CgroupId)
+	if err != nil || fd < 0 {
+		return "", err
 	}
 	defer unix.Close(fd)
 	path, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))

@@ -65,21 +65,7 @@ func TestRunDetach(t *testing.T) {
 // has none.
 func TestRunDetachBoundAgent(t *testing.T) {
 	e := newEnv(t)
-	name := "wirken-e2e-unit-" + randHex(t, 4)
-	unit := filepath.Join(cgroup2Mount(t), name)
-	if err := os.Mkdir(unit, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		os.WriteFile(filepath.Join(unit, "cgroup.kill"), []byte("1"), 0)
-		for range 50 {
-			if err := os.Remove(unit); err == nil || os.IsNotExist(err) {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		t.Errorf("cleanup: cgroup %s stays", unit)
-	})
+	name, unit := unitCgroup(t)
 	pol, err := os.ReadFile(filepath.Join(e.dir, "policy.toml"))
 	if err != nil {
 		t.Fatal(err)
