@@ -5,6 +5,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -228,4 +229,40 @@ func TestLoadClearsRecords(t *testing.T) {
 			t.Errorf("%s still holds the earlier run's record %+v", name, v)
 		}
 	}
+}
+
+// TestQueryRecordStampedPerDatagram: the resolver's record carries each datagram's time, not
+// the socket's connect time, so a long-lived socket's later query is still attributed while an
+// old record is refused.
+func TestQueryRecordStampedPerDatagram(t *testing.T) {
+	e := newTestEnv(t)
+	dns := e.listenDNS()
+	leaf := e.cgroup("agents/a")
+	s := e.load()
+	id := e.cgroupID(leaf)
+	if err := s.RegisterAgent(id); err != nil {
+		t.Fatal(err)
+	}
+	cmd, stdin, readResult := e.lateUDP(leaf, "192.0.2.53:53")
+	query := func(what string) {
+		t.Helper()
+		if r := readResult(); r.Errno != 0 {
+			t.Fatalf("agent's %s send: %s", what, r.Err)
+		}
+		buf := make([]byte, 64)
+		dns.udp4.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, from, err := dns.udp4.ReadFromUDPAddrPort(buf)
+		if err != nil || string(buf[:n]) != what {
+			t.Fatalf("resolver read %q, %v; want %q", buf[:n], err, what)
+		}
+		o, err := s.QueryOrigin(from, dns.udp4.LocalAddr().(*net.UDPAddr).AddrPort())
+		if err != nil || o.CgroupID != id {
+			t.Fatalf("QueryOrigin of the %s datagram = %+v, %v; want cgroup %d", what, o, err, id)
+		}
+	}
+	query("before")
+	time.Sleep(MaxQueryAge + 500*time.Millisecond) // the socket's connect is now too old
+	io.WriteString(stdin, "go\n")
+	query("after")
+	cmd.Wait()
 }
