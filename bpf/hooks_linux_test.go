@@ -470,40 +470,7 @@ func TestEgressBackstop(t *testing.T) {
 	leaf := e.cgroup("agents/a")
 	tun := openTUN(t, "wktun0", "198.51.100.1/24")
 
-	req, _ := json.Marshal(agentRequest{Network: "udp4", Addr: "198.51.100.2:9", Op: "late-udp"})
-	cg, err := os.Open(leaf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cg.Close()
-	cmd := exec.Command(agentBinary(t))
-	cmd.Env = []string{envAgent + "=" + string(req)}
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd()),
-		Credential: &syscall.Credential{Uid: agentUID, Gid: agentGID}, Pdeathsig: syscall.SIGKILL}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	e.procs = append(e.procs, cmd)
-	out := bufio.NewReader(stdout)
-	readResult := func() agentResult {
-		t.Helper()
-		line, err := out.ReadBytes('\n')
-		var r agentResult
-		if err != nil || json.Unmarshal(line, &r) != nil {
-			t.Fatalf("agent report %q: %v", line, err)
-		}
-		return r
-	}
-
+	cmd, stdin, readResult := e.lateUDP(leaf, "198.51.100.2:9")
 	if r := readResult(); r.Errno != 0 {
 		t.Fatalf("send before the programs were attached: %s", r.Err)
 	}
@@ -523,6 +490,46 @@ func TestEgressBackstop(t *testing.T) {
 		t.Fatal("the datagram sent after the attach left through the TUN device")
 	}
 	cmd.Wait()
+}
+
+// lateUDP starts a "late-udp" agent in the cgroup at leaf toward dst: it connects and sends
+// once, then sends again after a line on stdin. readResult reads its next report.
+func (e *testEnv) lateUDP(leaf, dst string) (cmd *exec.Cmd, stdin io.Writer, readResult func() agentResult) {
+	t := e.t
+	t.Helper()
+	req, _ := json.Marshal(agentRequest{Network: "udp4", Addr: dst, Op: "late-udp"})
+	cg, err := os.Open(leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	cmd = exec.Command(agentBinary(t))
+	cmd.Env = []string{envAgent + "=" + string(req)}
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd()),
+		Credential: &syscall.Credential{Uid: agentUID, Gid: agentGID}, Pdeathsig: syscall.SIGKILL}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.procs = append(e.procs, cmd)
+	out := bufio.NewReader(stdout)
+	return cmd, in, func() agentResult {
+		t.Helper()
+		line, err := out.ReadBytes('\n')
+		var r agentResult
+		if err != nil || json.Unmarshal(line, &r) != nil {
+			t.Fatalf("agent report %q: %v", line, err)
+		}
+		return r
+	}
 }
 
 // openTUN creates a TUN device (no packet info) with addr in the private netns and returns

@@ -110,7 +110,7 @@ struct sk_meta {
 	__u32 uid;
 	__u32 gid;
 	char comm[16];
-	__u64 ktime_boot; /* bpf_ktime_get_boot_ns() at connect */
+	__u64 ktime_boot; /* bpf_ktime_get_boot_ns() at connect; in udp_by_tuple at the datagram */
 };
 
 /* 36 bytes, no padding: every byte is part of the hash. */
@@ -632,7 +632,7 @@ static __always_inline void record_udp_query(struct __sk_buff *skb)
 {
 	struct tuple_key k = {};
 	struct bpf_sock *sk;
-	struct sk_meta *m;
+	struct sk_meta *m, v;
 	__u32 *c = (__u32 *)k.client_addr, *p = (__u32 *)k.proxy_addr;
 	__u16 ports[2];
 	__u8 proto;
@@ -675,7 +675,10 @@ static __always_inline void record_udp_query(struct __sk_buff *skb)
 		return;
 	k.client_port = bpf_ntohs(ports[0]);
 	k.proxy_port = dns_port;
-	bpf_map_update_elem(&udp_by_tuple, &k, m, BPF_ANY);
+	/* The record's time is this datagram's: the resolver refuses old ones. */
+	v = *m;
+	v.ktime_boot = bpf_ktime_get_boot_ns();
+	bpf_map_update_elem(&udp_by_tuple, &k, &v, BPF_ANY);
 }
 
 SEC("cgroup_skb/egress")
@@ -709,26 +712,15 @@ static __always_inline __u16 skops_local_port(const struct bpf_sock_ops *skops)
 	return (__u16)CTX_LOAD(skops->local_port);
 }
 
-SEC("sockops")
-int steer_sockops(struct bpf_sock_ops *skops)
+/*
+ * The tuple of a sockops callback's socket, client (local) end first. Returns
+ * 0 if the family is neither v4 nor v6.
+ */
+static __always_inline int skops_tuple(struct bpf_sock_ops *skops, struct tuple_key *k)
 {
-	struct tuple_key k = {};
-	struct bpf_sock *sk;
-	struct sk_meta *m;
-	__u32 *c, *p;
+	__u32 *c = (__u32 *)k->client_addr, *p = (__u32 *)k->proxy_addr;
 	__u32 family, local4, remote4;
 
-	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
-		return 1;
-	sk = skops->sk;
-	if (!sk)
-		return 1;
-	m = bpf_sk_storage_get(&sk_meta_store, sk, 0, 0);
-	if (!m)
-		return 1; /* not a steered socket */
-
-	c = (__u32 *)k.client_addr;
-	p = (__u32 *)k.proxy_addr;
 	family = CTX_LOAD(skops->family);
 	/*
 	 * The v4 fields are loaded up front, outside the branches: otherwise
@@ -752,12 +744,51 @@ int steer_sockops(struct bpf_sock_ops *skops)
 		p[2] = CTX_LOAD(skops->remote_ip6[2]);
 		p[3] = CTX_LOAD(skops->remote_ip6[3]);
 	} else {
+		return 0;
+	}
+	k->client_port = skops_local_port(skops);
+	k->proxy_port = skops_remote_port(skops);
+	return 1;
+}
+
+#define TCP_CLOSE_STATE 7 /* TCP_CLOSE in include/net/tcp_states.h */
+
+/*
+ * A tuple entry lives exactly as long as its client socket: written at
+ * TCP_CONNECT_CB (and the socket asks for state callbacks), deleted when the
+ * socket reaches TCP_CLOSE (a refused or closed connection), and deleted at
+ * TCP_CONNECT_CB of a socket without metadata (a direct connect to the
+ * proxy's port), so no later connection from the same tuple finds an older
+ * socket's record. The proxy also refuses entries older than a bound.
+ */
+SEC("sockops")
+int steer_sockops(struct bpf_sock_ops *skops)
+{
+	struct tuple_key k = {};
+	struct bpf_sock *sk;
+	struct sk_meta *m;
+	__u32 op = skops->op;
+
+	if (op == BPF_SOCK_OPS_STATE_CB) {
+		if (CTX_LOAD(skops->args[1]) == TCP_CLOSE_STATE && skops_tuple(skops, &k))
+			bpf_map_delete_elem(&orig_by_tuple, &k);
 		return 1;
 	}
-	k.client_port = skops_local_port(skops);
-	k.proxy_port = skops_remote_port(skops);
+	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB)
+		return 1;
+	if (!skops_tuple(skops, &k))
+		return 1;
+	sk = skops->sk;
+	m = sk ? bpf_sk_storage_get(&sk_meta_store, sk, 0, 0) : 0;
+	if (!m) {
+		/* Not a steered socket: no older record may answer for it. */
+		bpf_map_delete_elem(&orig_by_tuple, &k);
+		return 1;
+	}
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 
 	/* A failed update leaves no entry: the proxy then resets (fail closed). */
-	bpf_map_update_elem(&orig_by_tuple, &k, m, BPF_ANY);
+	if (bpf_map_update_elem(&orig_by_tuple, &k, m, BPF_ANY) != 0)
+		bpf_map_delete_elem(&orig_by_tuple, &k);
 	return 1;
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -71,6 +72,15 @@ type Origin struct {
 // steered by these programs, or its record was already taken or evicted. The
 // proxy must reset such a connection.
 var ErrNoOrigin = errors.New("no steering record for connection")
+
+// Records older than these are refused (as ErrNoOrigin): a proxy connection
+// is accepted moments after its connect, and the resolver reads a datagram
+// moments after it was sent; an older record can only belong to an earlier
+// socket that used the same addresses and ports.
+const (
+	MaxOriginAge = 10 * time.Second // TCP: from the agent's connect to the proxy's accept
+	MaxQueryAge  = 2 * time.Second  // UDP: from the datagram's send to the resolver's read
+)
 
 // ErrNotSupported is returned by the loader on platforms without the eBPF
 // cgroup hooks (anything but Linux on a little-endian architecture).

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -89,6 +90,14 @@ func Load(cfg Config) (*Steering, error) {
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: mapsDir}}
 	if err := spec.LoadAndAssign(objs, opts); err != nil {
 		return nil, fmt.Errorf("loading BPF objects: %w", err)
+	}
+	// Records pinned by an earlier run belong to sockets of that run: a
+	// later connection reusing a tuple must never be served as their agent.
+	for _, m := range []*ebpf.Map{objs.OrigByTuple, objs.UdpByTuple} {
+		if err := clearTuples(m); err != nil {
+			objs.Close()
+			return nil, err
+		}
 	}
 
 	for _, a := range attachments(objs) {
@@ -237,6 +246,24 @@ func (s *Steering) UnregisterAgent(cgroupID uint64) error {
 	return s.dropLoopback(cgroupID, nil)
 }
 
+// Registered reports whether cgroupID is in the kernel's agents map.
+func (s *Steering) Registered(cgroupID uint64) (bool, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.objs == nil {
+		return false, errors.New("looking up agent: steering is closed")
+	}
+	var v steerAgentInfo
+	err := s.objs.Agents.Lookup(cgroupID, &v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("looking up agent cgroup %d: %w", cgroupID, err)
+	}
+	return true, nil
+}
+
 // Origin looks up and deletes the record of an accepted proxy connection:
 // client is the agent's end (conn.RemoteAddr), local the proxy's
 // (conn.LocalAddr). A miss returns an error wrapping ErrNoOrigin. IPv4
@@ -257,6 +284,9 @@ func (s *Steering) Origin(client, local netip.AddrPort) (Origin, error) {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return Origin{}, fmt.Errorf("looking up origin of %s -> %s: %w", client, local, ErrNoOrigin)
 		}
+		return Origin{}, fmt.Errorf("looking up origin of %s -> %s: %w", client, local, err)
+	}
+	if err := fresh(&m, MaxOriginAge); err != nil {
 		return Origin{}, fmt.Errorf("looking up origin of %s -> %s: %w", client, local, err)
 	}
 	return originFromMeta(&m), nil
@@ -352,6 +382,9 @@ func (s *Steering) QueryOrigin(client, local netip.AddrPort) (Origin, error) {
 		}
 		return Origin{}, fmt.Errorf("looking up query origin of %s -> %s: %w", client, local, err)
 	}
+	if err := fresh(&m, MaxQueryAge); err != nil {
+		return Origin{}, fmt.Errorf("looking up query origin of %s -> %s: %w", client, local, err)
+	}
 	return originFromMeta(&m), nil
 }
 
@@ -415,6 +448,40 @@ func tupleKey(client, local netip.AddrPort) steerTupleKey {
 		ClientPort: client.Port(),
 		ProxyPort:  local.Port(),
 	}
+}
+
+// fresh returns an error wrapping ErrNoOrigin if the record was written more
+// than max ago (CLOCK_BOOTTIME, the clock of bpf_ktime_get_boot_ns).
+func fresh(m *steerSkMeta, max time.Duration) error {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return fmt.Errorf("reading the boot clock: %w", err)
+	}
+	now := uint64(ts.Nano())
+	if m.KtimeBoot > now || time.Duration(now-m.KtimeBoot) > max {
+		return fmt.Errorf("record older than %s: %w", max, ErrNoOrigin)
+	}
+	return nil
+}
+
+// clearTuples deletes every entry of a tuple map.
+func clearTuples(m *ebpf.Map) error {
+	var keys []steerTupleKey
+	var k steerTupleKey
+	var v steerSkMeta
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("listing stale connection records: %w", err)
+	}
+	for _, k := range keys {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("clearing stale connection records: %w", err)
+		}
+	}
+	return nil
 }
 
 func originFromMeta(m *steerSkMeta) Origin {
@@ -505,9 +572,20 @@ func CgroupID(path string) (uint64, error) {
 // opening it by file handle (cgroup2 handles are the 64-bit id) relative to
 // onPath, any path on the same cgroup2 mount.
 func cgroupAlive(onPath string, id uint64) (bool, error) {
+	fd, err := openCgroup(onPath, id)
+	if err != nil || fd < 0 {
+		return false, err
+	}
+	unix.Close(fd)
+	return true, nil
+}
+
+// openCgroup opens the cgroup with the given id by file handle (cgroup2 handles are the 64-bit
+// id) relative to onPath, any path on the same cgroup2 mount. It returns -1 if the cgroup is gone.
+func openCgroup(onPath string, id uint64) (int, error) {
 	mnt, err := os.Open(onPath)
 	if err != nil {
-		return false, fmt.Errorf("checking cgroup %d: %w", id, err)
+		return -1, fmt.Errorf("checking cgroup %d: %w", id, err)
 	}
 	defer mnt.Close()
 	var h [8]byte
@@ -516,12 +594,11 @@ func cgroupAlive(onPath string, id uint64) (bool, error) {
 		unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	switch {
 	case err == nil:
-		unix.Close(fd)
-		return true, nil
+		return fd, nil
 	case errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT):
-		return false, nil
+		return -1, nil
 	}
-	return false, fmt.Errorf("checking cgroup %d: %w", id, err)
+	return -1, fmt.Errorf("checking cgroup %d: %w", id, err)
 }
 
 // fileIDKernfs is the file handle type of kernfs (cgroup2) handles.
@@ -564,4 +641,66 @@ func ensureBPFFS() error {
 		return fmt.Errorf("mounting bpffs at %s: %w", bpffsRoot, err)
 	}
 	return nil
+}
+
+// BoundCgroups returns, for each bound agent whose links are pinned under pinDir (by this or an
+// earlier run, see Bind), the path of the live cgroup they are attached to. onPath is any path
+// on the cgroup2 mount. An agent whose cgroup is gone is left out: its links steer nothing.
+func BoundCgroups(pinDir, onPath string) (map[string]string, error) {
+	dir := filepath.Join(pinDir, "links", "bound")
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing bound agents: %w", err)
+	}
+	out := map[string]string{}
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		pins, err := os.ReadDir(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("listing bound agent %s: %w", e.Name(), err)
+		}
+		for _, p := range pins {
+			path, err := linkCgroup(filepath.Join(dir, e.Name(), p.Name()), onPath)
+			if err != nil {
+				return nil, fmt.Errorf("bound agent %s: %w", e.Name(), err)
+			}
+			if path != "" {
+				out[e.Name()] = path
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// linkCgroup is the path of the live cgroup the pinned link is attached to, or "" if it is gone.
+func linkCgroup(pin, onPath string) (string, error) {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		return "", fmt.Errorf("opening pinned link %s: %w", pin, err)
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		return "", fmt.Errorf("inspecting pinned link %s: %w", pin, err)
+	}
+	cg := info.Cgroup()
+	if cg == nil || cg.CgroupId == 0 {
+		return "", nil
+	}
+	fd, err := openCgroup(onPath, cg.CgroupId)
+	if err != nil || fd < 0 {
+		return "", err
+	}
+	defer unix.Close(fd)
+	path, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return "", fmt.Errorf("finding cgroup %d: %w", cg.CgroupId, err)
+	}
+	return path, nil
 }

@@ -128,6 +128,7 @@ type agentRequest struct {
 	Network string // tcp4, tcp6, udp4, udp6: the socket's family and type
 	Addr    string // destination ip:port
 	Op      string // "" = connect; others in hooks_linux_test.go (agentOp)
+	Bind    string // connect only: bind the socket to this ip:port first (SO_REUSEADDR)
 	// For Op "socket": socket(Domain, Type, Proto).
 	Domain, Type, Proto int
 	AsRoot              bool // run the agent as root instead of nobody
@@ -183,6 +184,12 @@ func agentMain(raw string) int {
 			return 2
 		}
 		sa = &unix.SockaddrInet6{Port: int(dst.Port()), Addr: dst.Addr().As16()}
+	}
+	if req.Bind != "" {
+		if err := bindLocal(fd, domain, req.Bind); err != nil {
+			fmt.Fprintln(os.Stderr, "agent: bind:", err)
+			return 2
+		}
 	}
 	tv := unix.NsecToTimeval(int64(10 * time.Second))
 	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)

@@ -83,3 +83,9 @@ func Remove(pinDir string) error {
 func CgroupID(path string) (uint64, error) {
 	return 0, fmt.Errorf("reading cgroup id: %w", ErrNotSupported)
 }
+
+// Registered returns ErrNotSupported.
+func (s *Steering) Registered(cgroupID uint64) (bool, error) { return false, ErrNotSupported }
+
+// BoundCgroups returns ErrNotSupported.
+func BoundCgroups(pinDir, onPath string) (map[string]string, error) { return nil, ErrNotSupported }

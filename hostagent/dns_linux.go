@@ -101,6 +101,9 @@ func (l *livePolicy) AllowsName(agent, host string) bool { return l.p.Load().All
 // setLoopback gives every registered agent the loopback services its passthrough rules name.
 func (d *Daemon) setLoopback(pol *policy.Policy) error {
 	for _, a := range d.agents.list() {
+		if a.id == 0 {
+			continue // a bound agent whose cgroup does not exist yet
+		}
 		if err := d.steer.SetLoopback(a.id, pol.LoopbackServices(a.agent.Name)); err != nil {
 			return fmt.Errorf("agent %s: %w", a.agent.Name, err)
 		}

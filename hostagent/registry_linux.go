@@ -70,6 +70,12 @@ func (r *registry) sync(agents []policy.Agent, dir string, steer *bpf.Steering, 
 		var err error
 		if a.Cgroup != "" {
 			path, id, err = r.bind(a, old, had, dir, steer)
+			if errors.Is(err, errBoundMissing) {
+				// The unit is stopped: nothing to steer; watchBound binds it once it is back.
+				log.Warn("bound cgroup does not exist (its unit is stopped?): bound when it appears",
+					"agent", a.Name, "cgroup", path)
+				err = nil
+			}
 		} else {
 			if had && old.bound {
 				r.unbind(old, steer, log)
@@ -79,10 +85,17 @@ func (r *registry) sync(agents []policy.Agent, dir string, steer *bpf.Steering, 
 		if err != nil {
 			return err
 		}
-		if had && old.id != id {
+		if had && old.id != 0 && old.id != id {
+			// A recreated or vanished bound cgroup, or an agent switched between bound and
+			// unbound: the old id must not stay in the kernel's agents map.
+			if err := steer.UnregisterAgent(old.id); err != nil {
+				log.Error("unregistering agent's old cgroup", "agent", a.Name, "err", err)
+			}
 			delete(r.byID, old.id)
 		}
-		r.byID[id] = a.Name
+		if id != 0 {
+			r.byID[id] = a.Name
+		}
 		r.byName[a.Name] = agentCgroup{agent: a, path: path, id: id, bound: a.Cgroup != ""}
 	}
 	for name, a := range r.byName {
@@ -121,9 +134,13 @@ func (r *registry) create(a policy.Agent, dir string, steer *bpf.Steering) (stri
 	return path, id, nil
 }
 
+// errBoundMissing: the cgroup a bound agent names does not exist (yet): its unit is stopped.
+var errBoundMissing = errors.New("cgroup does not exist")
+
 // bind ties the agent to the existing cgroup its policy names. The cgroup must exist (wirken
 // never creates or removes cgroups it does not own), and must be neither inside wirken's own
-// tree nor an ancestor of it (that would make the daemon an agent).
+// tree nor an ancestor of it (that would make the daemon an agent). A missing cgroup returns
+// its path and an error wrapping errBoundMissing. Unregistering the old id is the caller's.
 func (r *registry) bind(a policy.Agent, old agentCgroup, had bool, dir string, steer *bpf.Steering) (string, uint64, error) {
 	rel := a.Cgroup
 	if root := filepath.Clean(r.mountRoot); root != "/" {
@@ -137,16 +154,15 @@ func (r *registry) bind(a policy.Agent, old agentCgroup, had bool, dir string, s
 	if path == own || strings.HasPrefix(path+"/", own+"/") || strings.HasPrefix(own+"/", path+"/") {
 		return "", 0, fmt.Errorf("agent %s: cgroup %s is wirken's own tree or contains it", a.Name, a.Cgroup)
 	}
-	if _, err := os.Stat(path); err != nil {
-		return "", 0, fmt.Errorf("agent %s: bound cgroup %s: %w (start its unit first, then reload)", a.Name, a.Cgroup, err)
-	}
 	if had && old.bound && old.path != path {
 		if err := steer.Unbind(a.Name); err != nil {
 			return "", 0, err
 		}
-		if err := steer.UnregisterAgent(old.id); err != nil {
-			return "", 0, err
-		}
+	}
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return path, 0, fmt.Errorf("agent %s: bound cgroup %s: %w", a.Name, a.Cgroup, errBoundMissing)
+	} else if err != nil {
+		return "", 0, fmt.Errorf("agent %s: bound cgroup %s: %w", a.Name, a.Cgroup, err)
 	}
 	id, err := steer.Bind(a.Name, path)
 	if err != nil {

@@ -111,7 +111,16 @@ func detach(cfg *Config, force bool, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := emptyCgroups(root, force, out); err != nil {
+	// Bound agents' cgroups (systemd units') lose their programs with the pins too.
+	point, err := cgroup2Point()
+	if err != nil {
+		return err
+	}
+	bound, err := bpf.BoundCgroups(cfg.BPF.PinDir, point)
+	if err != nil {
+		return err
+	}
+	if err := emptyCgroups(root, bound, force, out); err != nil {
 		return err
 	}
 	if err := bpf.Remove(cfg.BPF.PinDir); err != nil {
@@ -152,6 +161,15 @@ func removeFile(p string, out io.Writer) error {
 
 // wirkenCgroup is <cgroup2>/<cgroup.root>.
 func wirkenCgroup(cfg *Config) (string, error) {
+	point, err := cgroup2Point()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(point, cfg.Cgroup.Root), nil
+}
+
+// cgroup2Point is where cgroup2 is mounted.
+func cgroup2Point() (string, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return "", fmt.Errorf("reading mountinfo: %w", err)
@@ -161,7 +179,7 @@ func wirkenCgroup(cfg *Config) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return filepath.Join(m.point, cfg.Cgroup.Root), nil
+	return m.point, nil
 }
 
 // cgroupProcs lists the processes in dir and every cgroup below it, by cgroup.
@@ -209,9 +227,10 @@ func readProcs(path string) ([]int, error) {
 	return pids, nil
 }
 
-// emptyCgroups makes sure nothing runs in wirken's tree: agents' processes are refused, or
-// killed with force; anything in daemon/ means a daemon is still alive.
-func emptyCgroups(root string, force bool, out io.Writer) error {
+// emptyCgroups makes sure nothing runs in wirken's tree nor in the cgroups bound agents' links
+// are attached to (name -> path, see bpf.BoundCgroups): agents' processes are refused, or killed
+// with force; anything in daemon/ means a daemon is still alive.
+func emptyCgroups(root string, bound map[string]string, force bool, out io.Writer) error {
 	procs, err := cgroupProcs(filepath.Join(root, "daemon"))
 	if err != nil {
 		return err
@@ -220,39 +239,66 @@ func emptyCgroups(root string, force bool, out io.Writer) error {
 		return fmt.Errorf("processes %v are in %s: the daemon is still running; stop it first", procs, filepath.Join(root, "daemon"))
 	}
 	agents := filepath.Join(root, "agents")
+	// Every cgroup to empty, by the name shown for it.
+	tops := map[string]string{}
 	procs, err = cgroupProcs(agents)
-	if err != nil || len(procs) == 0 {
+	if err != nil {
 		return err
+	}
+	if len(procs) > 0 {
+		tops[""] = agents
 	}
 	var names []string
 	for cg, pids := range procs {
 		names = append(names, fmt.Sprintf("%s (%d processes)", strings.TrimPrefix(cg, agents+"/"), len(pids)))
 	}
+	for name, path := range bound {
+		bp, err := cgroupProcs(path)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, pids := range bp {
+			n += len(pids)
+		}
+		if n > 0 {
+			tops[name] = path
+			names = append(names, fmt.Sprintf("%s (bound to %s, %d processes)", name, path, n))
+		}
+	}
+	if len(tops) == 0 {
+		return nil
+	}
 	sort.Strings(names)
 	if !force {
 		return fmt.Errorf("agents still run: %s; stop them, or pass --force to kill them (without wirken's programs they would reach the network unsteered)", strings.Join(names, ", "))
 	}
-	if err := os.WriteFile(filepath.Join(agents, "cgroup.kill"), []byte("1"), 0); err != nil {
-		// Kernels before 5.14 have no cgroup.kill: signal each process.
-		for _, pids := range procs {
-			for _, pid := range pids {
-				_ = killPID(pid)
+	for _, top := range tops {
+		if err := os.WriteFile(filepath.Join(top, "cgroup.kill"), []byte("1"), 0); err != nil {
+			// Kernels before 5.14 have no cgroup.kill: signal each process.
+			left, _ := cgroupProcs(top)
+			for _, pids := range left {
+				for _, pid := range pids {
+					_ = killPID(pid)
+				}
 			}
 		}
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for {
-		left, err := cgroupProcs(agents)
-		if err != nil {
-			return err
+	for _, top := range tops {
+		for {
+			left, err := cgroupProcs(top)
+			if err != nil {
+				return err
+			}
+			if len(left) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("agents' processes %v did not exit after SIGKILL", left)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		if len(left) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("agents' processes %v did not exit after SIGKILL", left)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	fmt.Fprintf(out, "killed the agents' processes: %s\n", strings.Join(names, ", "))
 	return nil

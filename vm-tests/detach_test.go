@@ -1,6 +1,7 @@
 package vmtests
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestRunDetach: `wirken run --detach` removes the pinned programs and wirken's cgroups when it
@@ -54,6 +57,51 @@ func TestRunDetach(t *testing.T) {
 	}
 	if _, err := os.Stat(e.cgroup); !os.IsNotExist(err) {
 		t.Fatalf("cgroup %s still there after detach (%v):\n%s", e.cgroup, err, e.logs)
+	}
+}
+
+// TestRunDetachBoundAgent: a bound agent's cgroup (a systemd unit's) loses its programs with
+// the pins too, so `wirken run --detach` refuses while it has processes, and detaches once it
+// has none.
+func TestRunDetachBoundAgent(t *testing.T) {
+	e := newEnv(t)
+	name, unit := unitCgroup(t)
+	pol, err := os.ReadFile(filepath.Join(e.dir, "policy.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(e.dir, "policy.toml"), append(pol, fmt.Sprintf("\n[agents.svc]\nuser = \"nobody\"\ncgroup = \"/%s\"\n", name)...))
+	e.stopDaemon()
+	e.startDaemon("--detach")
+	waitFor(t, "the bound links", func() bool {
+		_, err := os.Stat(filepath.Join(e.pinDir, "links", "bound", "svc"))
+		return err == nil
+	})
+	fd, err := unix.Open(unit, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	svc := exec.Command("sleep", "60")
+	svc.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	if err := svc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Process.Kill()
+	e.stopDaemon()
+	if !strings.Contains(e.logs.String(), "agents still run") || !strings.Contains(e.logs.String(), "svc (bound to") {
+		t.Fatalf("detach with a bound agent running was not refused:\n%s", e.logs)
+	}
+	if _, err := os.Stat(filepath.Join(e.pinDir, "links", "bound", "svc")); err != nil {
+		t.Fatalf("bound links removed while the bound agent runs: %v", err)
+	}
+
+	svc.Process.Kill()
+	svc.Wait()
+	e.startDaemon("--detach")
+	e.stopDaemon()
+	if _, err := os.Stat(e.pinDir); !os.IsNotExist(err) {
+		t.Fatalf("pins still at %s after detach (%v):\n%s", e.pinDir, err, e.logs)
 	}
 }
 

@@ -526,11 +526,11 @@ func TestDaemonRestartUnderLoad(t *testing.T) {
 	e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo", "--fail")...).mustSucceed(t)
 }
 
-// TestBoundAgent: an agent bound by the policy to an existing cgroup outside wirken's tree (as
-// a systemd unit's would be) is steered as that agent: its DNS goes to wirken, its requests are
-// authorized and audited under its name.
-func TestBoundAgent(t *testing.T) {
-	e := newEnv(t)
+// unitCgroup makes a cgroup outside wirken's tree, as a systemd unit's, and removes it (killing
+// what runs there) at the end of the test. It returns its name (relative to the cgroup2 mount)
+// and path.
+func unitCgroup(t *testing.T) (string, string) {
+	t.Helper()
 	name := "wirken-e2e-unit-" + randHex(t, 4)
 	unit := filepath.Join(cgroup2Mount(t), name)
 	if err := os.Mkdir(unit, 0o755); err != nil {
@@ -546,6 +546,15 @@ func TestBoundAgent(t *testing.T) {
 		}
 		t.Errorf("cleanup: cgroup %s stays", unit)
 	})
+	return name, unit
+}
+
+// TestBoundAgent: an agent bound by the policy to an existing cgroup outside wirken's tree (as
+// a systemd unit's would be) is steered as that agent: its DNS goes to wirken, its requests are
+// authorized and audited under its name.
+func TestBoundAgent(t *testing.T) {
+	e := newEnv(t)
+	name, unit := unitCgroup(t)
 	pol, err := os.ReadFile(filepath.Join(e.dir, "policy.toml"))
 	if err != nil {
 		t.Fatal(err)
