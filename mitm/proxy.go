@@ -74,6 +74,9 @@ type Result struct {
 	Bytes  int64 // response bytes (both directions for a spliced connection)
 	Err    error // a short reason; never carries a URL, header or secret
 	Usage  Usage // what an LLM API reported, if it did
+	// UsageMissing: the rule has a daily token budget but the response reported no usage
+	// wirken could read, so nothing was counted against the budget.
+	UsageMissing bool
 }
 
 // Recorder writes the audit trail.
@@ -113,6 +116,9 @@ type Config struct {
 	// ResponseHeaderTimeout bounds the wait for an upstream's response header (LLM calls may
 	// think for minutes).
 	ResponseHeaderTimeout time.Duration
+	// BudgetInFlight caps the requests one agent may have in flight under one rule with a
+	// daily token budget (default DefaultBudgetInFlight).
+	BudgetInFlight int
 }
 
 func (c *Config) defaults() {
@@ -133,6 +139,9 @@ func (c *Config) defaults() {
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = 1 << 20
 	}
+	if c.BudgetInFlight <= 0 {
+		c.BudgetInFlight = DefaultBudgetInFlight
+	}
 }
 
 // Proxy is the transparent proxy. Serve it on one or more loopback listeners.
@@ -144,6 +153,8 @@ type Proxy struct {
 	pool *pool
 	// tokens caches OAuth2 access tokens minted for credentials.
 	tokens tokens
+	// budgeted counts the requests in flight under rules with a token budget.
+	budgeted inFlight
 	// via marks requests this proxy sent upstream; one that comes back carrying it is a loop.
 	via string
 
