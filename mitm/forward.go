@@ -96,6 +96,14 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	out.URL.Host = out.Host
 	out.Close = false // an agent's Connection: close must not tear down the pooled upstream connection
 	out.Header.Add("Via", p.via)
+	sent := false
+	defer func() {
+		// A body buffered for re-signing that never went upstream gives its bytes back (the
+		// transport closes the body of a request it was given, once sent or failed).
+		if b, ok := out.Body.(*heldBody); ok && !sent {
+			b.Close()
+		}
+	}()
 	if budgeted {
 		// Usage is read only from bodies wirken can decode: an agent asking for br or zstd
 		// must not hide its token use.
@@ -119,6 +127,7 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	if g.Credential != nil {
 		cred = g.Credential.Name
 	}
+	sent = true
 	resp, err := p.pool.transport(poolKey{o.Dst, s.sni, s.tls, cred}).RoundTrip(out)
 	if err != nil {
 		reason := upstreamReason(err)

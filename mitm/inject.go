@@ -3,10 +3,8 @@ package mitm
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -248,7 +246,7 @@ func (p *Proxy) resign(out *http.Request, c *policy.Credential, secret []byte) e
 		}
 		// The upstream checks that the body matches the hash the agent declared.
 	default:
-		sum, err := hashBody(out)
+		sum, err := p.hashBody(out)
 		if err != nil {
 			return err
 		}
@@ -275,26 +273,6 @@ func (p *Proxy) resign(out *http.Request, c *policy.Credential, secret []byte) e
 		out.Body = newChunkResigner(out.Body, key, amzDate, scope, headerSignature(out.Header.Get("Authorization")))
 	}
 	return nil
-}
-
-// hashBody reads the body (up to maxSignedBody), puts it back and returns its SHA-256 in hex.
-func hashBody(out *http.Request) (string, error) {
-	if out.Body == nil || out.Body == http.NoBody {
-		sum := sha256.Sum256(nil)
-		return hex.EncodeToString(sum[:]), nil
-	}
-	b, err := io.ReadAll(io.LimitReader(out.Body, maxSignedBody+1))
-	out.Body.Close()
-	if err != nil {
-		return "", errors.New("reading the request body to sign it failed")
-	}
-	if len(b) > maxSignedBody {
-		return "", fmt.Errorf("request body over %d bytes without X-Amz-Content-Sha256 cannot be re-signed", maxSignedBody)
-	}
-	out.Body = io.NopCloser(bytes.NewReader(b))
-	out.ContentLength = int64(len(b))
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:]), nil
 }
 
 // tokens caches OAuth2 access tokens per credential definition.
@@ -433,7 +411,7 @@ func (p *Proxy) injectCredential(req, out *http.Request, c *policy.Credential, h
 			return nil
 		})
 		if err == nil && injErr != nil {
-			return p.refuse(req, *ev, http.StatusForbidden, ev.Rule, injErr.Error())
+			return p.refuse(req, *ev, statusOf(injErr), ev.Rule, injErr.Error())
 		}
 	}
 	if err != nil {

@@ -119,6 +119,9 @@ type Config struct {
 	// BudgetInFlight caps the requests one agent may have in flight under one rule with a
 	// daily token budget (default DefaultBudgetInFlight).
 	BudgetInFlight int
+	// SignBuffer caps the bytes of request bodies held at once, over all requests, to hash
+	// them for SigV4 re-signing (default DefaultSignBuffer); beyond it requests get 503.
+	SignBuffer int64
 }
 
 func (c *Config) defaults() {
@@ -139,6 +142,9 @@ func (c *Config) defaults() {
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = 1 << 20
 	}
+	if c.SignBuffer <= 0 {
+		c.SignBuffer = DefaultSignBuffer
+	}
 	if c.BudgetInFlight <= 0 {
 		c.BudgetInFlight = DefaultBudgetInFlight
 	}
@@ -155,6 +161,8 @@ type Proxy struct {
 	tokens tokens
 	// budgeted counts the requests in flight under rules with a token budget.
 	budgeted inFlight
+	// signBuf counts the request body bytes held for SigV4 re-signing.
+	signBuf byteBudget
 	// via marks requests this proxy sent upstream; one that comes back carrying it is a loop.
 	via string
 
@@ -195,6 +203,7 @@ func New(cfg Config) (*Proxy, error) {
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*clientConn]struct{}),
 		unsteered: newLimiter(20, time.Second),
+		signBuf:   byteBudget{max: cfg.SignBuffer},
 	}
 	p.pool = newPool(cfg.UpstreamRoots, cfg.DialTimeout, cfg.ResponseHeaderTimeout, maxTransports)
 	nonce := make([]byte, 6)
