@@ -431,7 +431,7 @@ func (p *Proxy) handle(c *clientConn) {
 	if !h2 { // HTTP/2 frames its own messages; its server bounds idle connections
 		// HTTP/1.x: goproxy reads through the framing check and the header limits.
 		s.fc = &framingConn{Conn: conn}
-		s.lc = &limitConn{Conn: s.fc, max: p.cfg.MaxHeaderBytes, headerTimeout: p.cfg.HeaderTimeout}
+		s.lc = &limitConn{Conn: s.fc, max: p.cfg.MaxHeaderBytes, headerTimeout: p.cfg.HeaderTimeout, bodyRead: s.fc.bodyRead}
 		s.lc.await(p.cfg.HeaderTimeout)
 		conn = s.lc
 	}
