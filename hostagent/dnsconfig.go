@@ -3,6 +3,7 @@ package hostagent
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/BurntSushi/toml"
 
@@ -32,8 +33,15 @@ func (c *Config) dnsDefaults(data []byte) []string {
 		errs = append(errs, fmt.Sprintf("%s: %d is the proxy's port", at("port"), c.DNS.Port))
 	}
 	for _, u := range c.DNS.Upstreams {
-		if _, err := resolver.ParseUpstream(u); err != nil {
+		ap, err := resolver.ParseUpstream(u)
+		if err != nil {
 			errs = append(errs, fmt.Sprintf("%s: %v", at("upstreams"), err))
+			continue
+		}
+		if slices.ContainsFunc(c.dnsListenAddrs(), func(l netip.AddrPort) bool {
+			return l.Addr() == ap.Addr().Unmap() && l.Port() == ap.Port()
+		}) {
+			errs = append(errs, fmt.Sprintf("%s: %q is wirken's own resolver (it would ask itself)", at("upstreams"), u))
 		}
 	}
 	switch c.Proxy.IPv6 {

@@ -26,6 +26,9 @@ func TestDNSConfig(t *testing.T) {
 		{"[proxy]\nport = 5353\n[dns]\nport = 5353\n", "wirken.toml:4: dns.port: 5353 is the proxy's port"},
 		{"[dns]\n\nupstreams = [\"dns.example\"]\n", "wirken.toml:3: dns.upstreams: upstream \"dns.example\""},
 		{"[dns]\nrequire_resolved = \"yes\"\n", "wirken.toml"},
+		{"[dns]\nupstreams = [\"127.0.0.1:15053\"]\n", "wirken.toml:2: dns.upstreams: \"127.0.0.1:15053\" is wirken's own resolver"},
+		{"[dns]\nport = 5300\nupstreams = [\"10.0.0.1\", \"[::1]:5300\"]\n", "wirken.toml:3: dns.upstreams: \"[::1]:5300\" is wirken's own resolver"},
+		{"[dns]\nport = 5300\nupstreams = [\"[::ffff:127.0.0.1]:5300\"]\n", "wirken.toml:3: dns.upstreams: \"[::ffff:127.0.0.1]:5300\" is wirken's own resolver"},
 		{"[proxy]\nipv6 = \"drop\"\n", "wirken.toml:2: proxy.ipv6: \"drop\" is not one of proxy, refuse"},
 	} {
 		_, err := ParseConfig("/etc/wirken/wirken.toml", []byte(tt.src))

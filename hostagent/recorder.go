@@ -94,6 +94,9 @@ func (r *recorder) Begin(ctx context.Context, e mitm.Event) (context.Context, fu
 		if out.Err != nil {
 			res.Reason = out.Err.Error()
 		}
+		if out.UsageMissing && res.Reason == "" {
+			res.Reason = "usage_missing: no token usage in the response; nothing counted against the budget"
+		}
 		if _, err := r.append(res); err != nil {
 			r.logger.Error("audit log write failed", "record", res.Type, "err", err)
 		}

@@ -128,3 +128,33 @@ func TestRecorderFailsClosed(t *testing.T) {
 		t.Fatal("Begin succeeded although the audit record could not be written")
 	}
 }
+
+// A response under a token budget that reported no usage says so on its result record.
+func TestRecorderUsageMissing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	logger := slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
+	l, err := audit.Open(path, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	met, err := newMetrics(metricnoop.NewMeterProvider().Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &recorder{log: l, tracer: sdktrace.NewTracerProvider().Tracer("test"), metrics: met, logger: logger}
+	ev := mitm.Event{Kind: "request.allow", Agent: "demo", Method: "POST", Host: "api.example.test", Port: 443, Rule: "llm"}
+	for _, missing := range []bool{true, false} {
+		_, finish, err := r.Begin(context.Background(), ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		finish(mitm.Result{Status: 200, UsageMissing: missing})
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	onDisk, _ := os.ReadFile(path)
+	if n := strings.Count(string(onDisk), `usage_missing`); n != 1 {
+		t.Fatalf("%d records say usage_missing; want 1:\n%s", n, onDisk)
+	}
+}

@@ -35,7 +35,7 @@ func statusOf(err error) int {
 	switch {
 	case errors.Is(err, ErrLimited):
 		return http.StatusTooManyRequests
-	case errors.Is(err, ErrAuditUnavailable):
+	case errors.Is(err, ErrAuditUnavailable), errors.Is(err, ErrBusy):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, ErrUpstream):
 		return http.StatusBadGateway

@@ -69,6 +69,21 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 		}
 		ev.Kind, ev.Credential = "credential.use", g.Credential.Name
 	}
+	// Under a token budget: a few requests in flight at once per agent and rule, as tokens are
+	// counted only when a response ends.
+	budgeted := g.Conditions != nil && g.Conditions.DailyTokens > 0
+	release := func() {}
+	if budgeted {
+		if release = p.budgeted.acquire(budgetKey{o.Agent, g.Rule}, p.cfg.BudgetInFlight); release == nil {
+			return p.refuse(req, ev, statusOf(ErrLimited), g.Rule, "too many requests in flight under the rule's token budget")
+		}
+	}
+	handedOff := false // to the response body, which releases the slot when it ends
+	defer func() {
+		if !handedOff {
+			release()
+		}
+	}()
 
 	// A clone: the injected header must live only in the request that goes upstream.
 	out := req.Clone(req.Context())
@@ -81,6 +96,19 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	out.URL.Host = out.Host
 	out.Close = false // an agent's Connection: close must not tear down the pooled upstream connection
 	out.Header.Add("Via", p.via)
+	sent := false
+	defer func() {
+		// A body buffered for re-signing that never went upstream gives its bytes back (the
+		// transport closes the body of a request it was given, once sent or failed).
+		if b, ok := out.Body.(*heldBody); ok && !sent {
+			b.Close()
+		}
+	}()
+	if budgeted {
+		// Usage is read only from bodies wirken can decode: an agent asking for br or zstd
+		// must not hide its token use.
+		out.Header.Set("Accept-Encoding", "identity")
+	}
 	if c := g.Credential; c != nil {
 		if resp := p.injectCredential(req, out, c, host, &ev); resp != nil {
 			return resp
@@ -99,6 +127,7 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	if g.Credential != nil {
 		cred = g.Credential.Name
 	}
+	sent = true
 	resp, err := p.pool.transport(poolKey{o.Dst, s.sni, s.tls, cred}).RoundTrip(out)
 	if err != nil {
 		reason := upstreamReason(err)
@@ -115,7 +144,7 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	// LLM APIs are reached with a credential or under a token budget: only those responses are
 	// read for usage.
 	var usage *usageReader
-	if g.Credential != nil || g.Conditions != nil && g.Conditions.DailyTokens > 0 {
+	if g.Credential != nil || budgeted {
 		usage = newUsageReader(resp)
 	}
 	done := func(n int64) {
@@ -124,8 +153,16 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 			r.Usage = usage.usage()
 			p.spend(o.Agent, g, r.Usage)
 		}
+		if budgeted && r.Usage.InputTokens+r.Usage.OutputTokens == 0 && resp.StatusCode/100 == 2 {
+			r.UsageMissing = true
+			p.log.Warn("no token usage in a response under a token budget; nothing counted",
+				"agent", o.Agent, "rule", g.Rule, "host", host, "content_type", resp.Header.Get("Content-Type"),
+				"content_encoding", resp.Header.Get("Content-Encoding"))
+		}
+		release()
 		finish(r)
 	}
+	handedOff = true
 	resp.Body = &countingBody{ReadCloser: resp.Body, done: done, usage: usage}
 	return resp
 }

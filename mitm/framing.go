@@ -77,6 +77,14 @@ func (c *framingConn) resume() {
 	}
 }
 
+// bodyRead says whether the scan is past the current request's body (or has lost its place,
+// when nothing better is known).
+func (c *framingConn) bodyRead() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state == fsHeader || c.state == fsRaw
+}
+
 // next reports whether the oldest request not yet asked about had conflicting framing.
 func (c *framingConn) next() bool {
 	c.mu.Lock()

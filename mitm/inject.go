@@ -3,10 +3,8 @@ package mitm
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -248,7 +246,7 @@ func (p *Proxy) resign(out *http.Request, c *policy.Credential, secret []byte) e
 		}
 		// The upstream checks that the body matches the hash the agent declared.
 	default:
-		sum, err := hashBody(out)
+		sum, err := p.hashBody(out)
 		if err != nil {
 			return err
 		}
@@ -277,40 +275,55 @@ func (p *Proxy) resign(out *http.Request, c *policy.Credential, secret []byte) e
 	return nil
 }
 
-// hashBody reads the body (up to maxSignedBody), puts it back and returns its SHA-256 in hex.
-func hashBody(out *http.Request) (string, error) {
-	if out.Body == nil || out.Body == http.NoBody {
-		sum := sha256.Sum256(nil)
-		return hex.EncodeToString(sum[:]), nil
-	}
-	b, err := io.ReadAll(io.LimitReader(out.Body, maxSignedBody+1))
-	out.Body.Close()
-	if err != nil {
-		return "", errors.New("reading the request body to sign it failed")
-	}
-	if len(b) > maxSignedBody {
-		return "", fmt.Errorf("request body over %d bytes without X-Amz-Content-Sha256 cannot be re-signed", maxSignedBody)
-	}
-	out.Body = io.NopCloser(bytes.NewReader(b))
-	out.ContentLength = int64(len(b))
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:]), nil
-}
+// maxTokenEntries bounds the OAuth2 token cache (one entry per credential name).
+const maxTokenEntries = 256
 
-// tokens caches OAuth2 access tokens per credential definition.
+// tokens caches OAuth2 access tokens, one per credential name: a token minted for an earlier
+// definition of the credential (another secret, endpoint, client or scopes) is dropped when
+// the definition changes, and beyond maxTokenEntries the least recently used entry goes.
 type tokens struct {
-	mu sync.Mutex
-	m  map[string]*tokenEntry
+	mu  sync.Mutex
+	m   map[string]*tokenEntry
+	use uint64 // a counter standing in for the time of last use
 }
 
 // tokenEntry is one credential's token; its lock makes concurrent requests wait for one mint.
 type tokenEntry struct {
-	mu  sync.Mutex
-	tok *oauth2.Token
+	def  string // tokenKey of the definition the token was minted for
+	used uint64 // under tokens.mu
+	mu   sync.Mutex
+	tok  *oauth2.Token
 }
 
 func tokenKey(c *policy.Credential) string {
 	return strings.Join(append([]string{c.Name, c.Secret, c.TokenURL, c.ClientID}, c.Scopes...), "\x00")
+}
+
+// entry returns the cache entry for c's current definition.
+func (t *tokens) entry(c *policy.Credential) *tokenEntry {
+	def := tokenKey(c)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = make(map[string]*tokenEntry)
+	}
+	e := t.m[c.Name]
+	if e == nil || e.def != def {
+		if e == nil && len(t.m) >= maxTokenEntries {
+			oldest := ""
+			for name, o := range t.m {
+				if oldest == "" || o.used < t.m[oldest].used {
+					oldest = name
+				}
+			}
+			delete(t.m, oldest)
+		}
+		e = &tokenEntry{def: def}
+		t.m[c.Name] = e
+	}
+	t.use++
+	e.used = t.use
+	return e
 }
 
 // token returns a valid access token for c, minting one with the client-credentials grant when
@@ -318,17 +331,7 @@ func tokenKey(c *policy.Credential) string {
 // vault only while a token is minted, and is sent only to the token endpoint. ev is the request
 // that needs the token; a mint is audited in its name.
 func (p *Proxy) token(c *policy.Credential, ev Event) (string, error) {
-	k := tokenKey(c)
-	p.tokens.mu.Lock()
-	if p.tokens.m == nil {
-		p.tokens.m = make(map[string]*tokenEntry)
-	}
-	e := p.tokens.m[k]
-	if e == nil {
-		e = &tokenEntry{}
-		p.tokens.m[k] = e
-	}
-	p.tokens.mu.Unlock()
+	e := p.tokens.entry(c)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.tok.Valid() {
@@ -433,7 +436,7 @@ func (p *Proxy) injectCredential(req, out *http.Request, c *policy.Credential, h
 			return nil
 		})
 		if err == nil && injErr != nil {
-			return p.refuse(req, *ev, http.StatusForbidden, ev.Rule, injErr.Error())
+			return p.refuse(req, *ev, statusOf(injErr), ev.Rule, injErr.Error())
 		}
 	}
 	if err != nil {

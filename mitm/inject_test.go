@@ -99,6 +99,8 @@ type injectHarness struct {
 	mu      sync.Mutex
 	got     []received
 	mints   int
+	// /v1/slow answers once hold is closed, after telling arrived.
+	hold, arrived chan struct{}
 }
 
 func (h *injectHarness) last(t *testing.T) received {
@@ -320,6 +322,27 @@ func (h *injectHarness) upstream(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	h.got = append(h.got, rv)
 	h.mu.Unlock()
+	switch r.URL.Path {
+	case "/v1/enc": // honours the agent's Accept-Encoding: usage in br is unreadable to wirken
+		w.Header().Set("Content-Type", "application/json")
+		if strings.Contains(r.Header.Get("Accept-Encoding"), "br") {
+			w.Header().Set("Content-Encoding", "br")
+			w.Write([]byte{0x1b, 0x42, 0x00, 0xf8, 0x25, 0x82, 0x82, 0x12})
+			return
+		}
+		fmt.Fprint(w, `{"model":"gpt-test","usage":{"prompt_tokens":60,"completion_tokens":30}}`)
+		return
+	case "/v1/nousage":
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"model":"gpt-test"}`)
+		return
+	case "/v1/slow":
+		h.arrived <- struct{}{}
+		<-h.hold
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"model":"gpt-test","usage":{"prompt_tokens":1,"completion_tokens":1}}`)
+		return
+	}
 	if r.URL.Path == "/v1/stream" { // OpenAI-style stream: usage in the final chunk
 		w.Header().Set("Content-Type", "text/event-stream")
 		fmt.Fprint(w, "data: {\"model\":\"gpt-test\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n")

@@ -74,6 +74,9 @@ type Result struct {
 	Bytes  int64 // response bytes (both directions for a spliced connection)
 	Err    error // a short reason; never carries a URL, header or secret
 	Usage  Usage // what an LLM API reported, if it did
+	// UsageMissing: the rule has a daily token budget but the response reported no usage
+	// wirken could read, so nothing was counted against the budget.
+	UsageMissing bool
 }
 
 // Recorder writes the audit trail.
@@ -117,6 +120,12 @@ type Config struct {
 	// ResponseHeaderTimeout bounds the wait for an upstream's response header (LLM calls may
 	// think for minutes).
 	ResponseHeaderTimeout time.Duration
+	// BudgetInFlight caps the requests one agent may have in flight under one rule with a
+	// daily token budget (default DefaultBudgetInFlight).
+	BudgetInFlight int
+	// SignBuffer caps the bytes of request bodies held at once, over all requests, to hash
+	// them for SigV4 re-signing (default DefaultSignBuffer); beyond it requests get 503.
+	SignBuffer int64
 }
 
 func (c *Config) defaults() {
@@ -137,6 +146,12 @@ func (c *Config) defaults() {
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = 1 << 20
 	}
+	if c.SignBuffer <= 0 {
+		c.SignBuffer = DefaultSignBuffer
+	}
+	if c.BudgetInFlight <= 0 {
+		c.BudgetInFlight = DefaultBudgetInFlight
+	}
 }
 
 // Proxy is the transparent proxy. Serve it on one or more loopback listeners.
@@ -148,6 +163,10 @@ type Proxy struct {
 	pool *pool
 	// tokens caches OAuth2 access tokens minted for credentials.
 	tokens tokens
+	// budgeted counts the requests in flight under rules with a token budget.
+	budgeted inFlight
+	// signBuf counts the request body bytes held for SigV4 re-signing.
+	signBuf byteBudget
 	// via marks requests this proxy sent upstream; one that comes back carrying it is a loop.
 	via string
 
@@ -188,6 +207,7 @@ func New(cfg Config) (*Proxy, error) {
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*clientConn]struct{}),
 		unsteered: newLimiter(20, time.Second),
+		signBuf:   byteBudget{max: cfg.SignBuffer},
 	}
 	p.pool = newPool(cfg.UpstreamRoots, cfg.DialTimeout, cfg.ResponseHeaderTimeout, maxTransports)
 	nonce := make([]byte, 6)
@@ -415,7 +435,7 @@ func (p *Proxy) handle(c *clientConn) {
 	if !h2 { // HTTP/2 frames its own messages; its server bounds idle connections
 		// HTTP/1.x: goproxy reads through the framing check and the header limits.
 		s.fc = &framingConn{Conn: conn}
-		s.lc = &limitConn{Conn: s.fc, max: p.cfg.MaxHeaderBytes, headerTimeout: p.cfg.HeaderTimeout}
+		s.lc = &limitConn{Conn: s.fc, max: p.cfg.MaxHeaderBytes, headerTimeout: p.cfg.HeaderTimeout, bodyRead: s.fc.bodyRead}
 		s.lc.await(p.cfg.HeaderTimeout)
 		conn = s.lc
 	}

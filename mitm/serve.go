@@ -305,8 +305,13 @@ type limitConn struct {
 	max           int64
 	headerTimeout time.Duration
 
-	mu     sync.Mutex
-	budget int64 // bytes left before the awaited header must be complete; -1 when serving
+	// bodyRead says whether the request's body has been read to its end: the limits are armed
+	// only then, as an upstream may answer before it has read the whole upload.
+	bodyRead func() bool
+
+	mu      sync.Mutex
+	budget  int64         // bytes left before the awaited header must be complete; -1 when serving
+	pending time.Duration // await's timeout while the rest of a request body is still to come
 }
 
 func (c *limitConn) Read(b []byte) (int, error) {
@@ -320,6 +325,9 @@ func (c *limitConn) Read(b []byte) (int, error) {
 		b = b[:budget]
 	}
 	n, err := c.Conn.Read(b)
+	if budget < 0 && n > 0 {
+		c.armAfterBody()
+	}
 	if budget > 0 && n > 0 {
 		c.mu.Lock()
 		if c.budget == c.max {
@@ -334,18 +342,39 @@ func (c *limitConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// await arms the limits for the next request header, which must begin within timeout.
+// await arms the limits for the next request header, which must begin within timeout. While
+// the request's body is still being sent (the answer came first), the limits wait for its
+// end, and meanwhile the upload must not stall for longer than timeout.
 func (c *limitConn) await(timeout time.Duration) {
 	c.mu.Lock()
-	c.budget = c.max
+	if c.bodyRead != nil && !c.bodyRead() {
+		c.pending = timeout
+	} else {
+		c.budget, c.pending = c.max, 0
+	}
 	c.mu.Unlock()
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+}
+
+// armAfterBody runs after each read while serving: once a pending await's body has ended,
+// the limits are armed; until then each read extends the upload's stall timeout.
+func (c *limitConn) armAfterBody() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending == 0 || c.budget >= 0 {
+		return
+	}
+	timeout := c.pending
+	if c.bodyRead() {
+		c.budget, c.pending = c.max, 0
+	}
 	_ = c.SetReadDeadline(time.Now().Add(timeout))
 }
 
 // serving lifts the limits while a request is served.
 func (c *limitConn) serving() {
 	c.mu.Lock()
-	c.budget = -1
+	c.budget, c.pending = -1, 0
 	c.mu.Unlock()
 	_ = c.SetReadDeadline(time.Time{})
 }
