@@ -4,7 +4,7 @@ package bpf
 
 // Privileged tests of the hooks beyond TCP connect: DNS over connected and
 // unconnected UDP (sendmsg, recvmsg, getpeername, the query origin map), DNS
-// over TCP, UDP denial, bind, sock_create and the loopback allow map. Same
+// over TCP, UDP denial, bind, sock_create and loopback destinations. Same
 // setup as steer_linux_test.go: a private netns with only lo, a throwaway
 // cgroup tree and pin dir, the agent is this binary re-executed as nobody.
 
@@ -401,62 +401,52 @@ func TestSockCreate(t *testing.T) {
 	}
 }
 
-// TestLoopbackAllow: a loopback service in the allow map is reached
-// directly; any other loopback destination goes to the proxy.
-func TestLoopbackAllow(t *testing.T) {
+// TestLoopbackSteered: the kernel connects an agent to no loopback service
+// directly, not even one listening there: a connect to 127/8, ::1 or
+// ::ffff:127.0.0.x goes to the proxy with the original destination in its
+// record, so the proxy decides (a passthrough rule splices it) and audits it.
+func TestLoopbackSteered(t *testing.T) {
 	e := newTestEnv(t)
 	leaf := e.cgroup("agents/a")
-	other := e.cgroup("agents/b")
 	s := e.load()
 	id := e.cgroupID(leaf)
-	for _, cg := range []uint64{id, e.cgroupID(other)} {
-		if err := s.RegisterAgent(cg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	svc := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.5"), e.cfg.ProxyPort+2)
-	svc6 := netip.AddrPortFrom(netip.IPv6Loopback(), e.cfg.ProxyPort+2)
-	direct4 := decoy(t, "tcp4", svc.String())
-	direct6 := decoy(t, "tcp6", svc6.String())
-	if err := s.SetLoopback(id, []netip.AddrPort{svc, svc6}); err != nil {
+	if err := s.RegisterAgent(id); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetLoopback(id, []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:80")}); err == nil {
-		t.Fatal("SetLoopback accepted a non-loopback address")
-	}
-
-	check := func(cg, network, dst string, want *net.TCPListener) {
-		t.Helper()
-		a := e.spawn(cg, network, dst)
+	port := e.cfg.ProxyPort + 2
+	svc4 := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.5"), port)
+	svc1 := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
+	svc6 := netip.AddrPortFrom(netip.IPv6Loopback(), port)
+	direct4 := decoy(t, "tcp4", svc4.String())
+	direct1 := decoy(t, "tcp4", svc1.String())
+	direct6 := decoy(t, "tcp6", svc6.String())
+	for _, tt := range []struct {
+		network, dst string
+		proxy        *net.TCPListener
+		wantDst      netip.AddrPort
+	}{
+		{"tcp4", svc4.String(), e.ln4, svc4},
+		{"tcp4", svc1.String(), e.ln4, svc1},
+		{"tcp6", fmt.Sprintf("[::ffff:127.0.0.5]:%d", port), e.ln4, svc4},
+		{"tcp6", svc6.String(), e.ln6, svc6},
+	} {
+		a := e.spawn(leaf, tt.network, tt.dst)
 		if a.res.Errno != 0 {
-			t.Fatalf("connect %s: %s", dst, a.res.Err)
+			t.Fatalf("connect %s: %s", tt.dst, a.res.Err)
 		}
-		c := accept(t, want)
+		c := accept(t, tt.proxy)
+		remote, local := addrPorts(c)
+		o, err := s.Origin(remote, local)
+		if err != nil {
+			t.Fatalf("%s: Origin(%s, %s): %v", tt.dst, remote, local, err)
+		}
+		if o.Dst != tt.wantDst || o.CgroupID != id {
+			t.Fatalf("%s: Origin = %+v, want destination %s of cgroup %d", tt.dst, o, tt.wantDst, id)
+		}
 		a.finish(t, c)
 	}
-	check(leaf, "tcp4", svc.String(), direct4)
-	check(leaf, "tcp6", svc6.String(), direct6)
-	check(leaf, "tcp6", "[::ffff:127.0.0.5]:"+fmt.Sprint(svc.Port()), direct4)
-	check(other, "tcp4", svc.String(), e.ln4) // another agent: through the proxy
-	check(leaf, "tcp4", fmt.Sprintf("127.0.0.5:%d", svc.Port()+1), e.ln4)
-
-	if err := s.SetLoopback(id, []netip.AddrPort{svc6}); err != nil {
-		t.Fatal(err)
-	}
-	check(leaf, "tcp4", svc.String(), e.ln4)
-	check(leaf, "tcp6", svc6.String(), direct6)
-	if err := s.UnregisterAgent(id); err != nil {
-		t.Fatal(err)
-	}
-	var k steerLoopbackKey
-	var v uint32
-	it := s.objs.LoopbackAllow.Iterate()
-	for it.Next(&k, &v) {
-		if k.CgroupId == id {
-			t.Fatalf("loopback entry %+v left after UnregisterAgent", k)
-		}
-	}
 	nothingPending(t, direct4)
+	nothingPending(t, direct1)
 	nothingPending(t, direct6)
 }
 

@@ -18,10 +18,10 @@
  *     TCP to port 53 goes the same way to the resolver's TCP port instead.
  *     With refuse_ipv6 set, TCP to native IPv6 (other than ::1) is denied, so
  *     clients fall back to IPv4 at once.
- *     A loopback destination (127/8, ::1) in loopback_allow for this agent
- *     is connected directly (a local service a passthrough rule names); any
- *     other loopback destination is steered to the proxy like the rest, where
- *     the policy decides and the audit log records it.
+ *     A loopback destination (127/8, ::1) is steered to the proxy like the
+ *     rest: the kernel connects nothing directly, so the proxy's policy
+ *     decides (a passthrough rule naming the address and port splices it)
+ *     and the audit log records it either way.
  *     UDP: port 53 (any address) goes to the resolver, everything else is
  *     denied, so QUIC falls back to TCP.
  *     A destination that already is the proxy or the resolver is left alone
@@ -121,15 +121,6 @@ struct tuple_key {
 	__u16 proxy_port;     /* host order */
 };
 
-/* 32 bytes, no padding. */
-struct loopback_key {
-	__u64 cgroup_id;
-	__u8 addr[16]; /* v4 as v4-mapped */
-	__u16 port;    /* host order */
-	__u16 pad1;
-	__u32 pad2;
-};
-
 /* What a denying hook reports to the daemon (which audits it). 64 bytes. */
 struct denial {
 	__u64 cgroup_id;    /* the agent's id, or the caller's own cgroup if it is none */
@@ -197,15 +188,6 @@ struct {
 	__type(value, struct sk_meta);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } udp_by_tuple SEC(".maps");
-
-/* Loopback services an agent may reach directly (filled from the policy). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct loopback_key);
-	__type(value, __u32);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} loopback_allow SEC(".maps");
 
 #define DENY 0
 #define ALLOW 1
@@ -336,33 +318,12 @@ static __always_inline int is_mapped(__u32 a0, __u32 a1, __u32 a2)
 	return a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff);
 }
 
-static __always_inline int is_loopback4(__u32 ip)
-{
-	return (ip & bpf_htonl(0xff000000)) == bpf_htonl(0x7f000000);
-}
-
 /* ::1, or ::ffff:127.0.0.1 when mapped */
 static __always_inline int is_local_service6(__u32 a0, __u32 a1, __u32 a2, __u32 a3)
 {
 	if (is_mapped(a0, a1, a2))
 		return a3 == bpf_htonl(LOOPBACK4);
 	return a0 == 0 && a1 == 0 && a2 == 0 && a3 == bpf_htonl(1);
-}
-
-/* May this agent connect to the loopback address:port directly? */
-static __always_inline int loopback_allowed(__u64 id, __u32 a0, __u32 a1, __u32 a2, __u32 a3,
-					    __u32 port_nbo)
-{
-	struct loopback_key k = {};
-	__u32 *addr = (__u32 *)k.addr;
-
-	k.cgroup_id = id;
-	addr[0] = a0;
-	addr[1] = a1;
-	addr[2] = a2;
-	addr[3] = a3;
-	k.port = bpf_ntohs((__u16)port_nbo);
-	return bpf_map_lookup_elem(&loopback_allow, &k) != 0;
 }
 
 /*
@@ -406,8 +367,6 @@ static __always_inline int steer4(struct bpf_sock_addr *ctx, int udp)
 		if (ip == bpf_htonl(LOOPBACK4) &&
 		    (port == port_be(proxy_port) || (dns_port && port == port_be(dns_port))))
 			return ALLOW;
-		if (is_loopback4(ip) && loopback_allowed(id, 0, 0, bpf_htonl(0xffff), ip, port))
-			return ALLOW;
 		to = (port == port_be(DNS_PORT) && dns_port) ? dns_port : proxy_port;
 	}
 
@@ -448,9 +407,6 @@ static __always_inline int steer6(struct bpf_sock_addr *ctx, int udp)
 		to = dns_port;
 	} else {
 		if (local && (port == port_be(proxy_port) || (dns_port && port == port_be(dns_port))))
-			return ALLOW;
-		if ((mapped ? is_loopback4(a3) : local) &&
-		    loopback_allowed(id, a0, a1, a2, a3, port))
 			return ALLOW;
 		if (refuse_ipv6 && !mapped && !local && port != port_be(DNS_PORT))
 			return DENY; /* no IPv6 upstream: fail fast, clients fall back to IPv4 */

@@ -34,15 +34,6 @@ type steerDenial struct {
 	_        [4]byte
 }
 
-type steerLoopbackKey struct {
-	_        structs.HostLayout
-	CgroupId uint64
-	Addr     [16]uint8
-	Port     uint16
-	Pad1     uint16
-	Pad2     uint32
-}
-
 type steerSkMeta struct {
 	_         structs.HostLayout
 	OrigAddr  [16]uint8
@@ -70,7 +61,6 @@ type steerTupleKey struct {
 const (
 	steerMapAgents             = "agents"
 	steerMapDenials            = "denials"
-	steerMapLoopbackAllow      = "loopback_allow"
 	steerMapOrigByTuple        = "orig_by_tuple"
 	steerMapSkMetaStore        = "sk_meta_store"
 	steerMapUdpByTuple         = "udp_by_tuple"
@@ -155,12 +145,11 @@ type steerProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerMapSpecs struct {
-	Agents        *ebpf.MapSpec `ebpf:"agents"`
-	Denials       *ebpf.MapSpec `ebpf:"denials"`
-	LoopbackAllow *ebpf.MapSpec `ebpf:"loopback_allow"`
-	OrigByTuple   *ebpf.MapSpec `ebpf:"orig_by_tuple"`
-	SkMetaStore   *ebpf.MapSpec `ebpf:"sk_meta_store"`
-	UdpByTuple    *ebpf.MapSpec `ebpf:"udp_by_tuple"`
+	Agents      *ebpf.MapSpec `ebpf:"agents"`
+	Denials     *ebpf.MapSpec `ebpf:"denials"`
+	OrigByTuple *ebpf.MapSpec `ebpf:"orig_by_tuple"`
+	SkMetaStore *ebpf.MapSpec `ebpf:"sk_meta_store"`
+	UdpByTuple  *ebpf.MapSpec `ebpf:"udp_by_tuple"`
 }
 
 // steerVariableSpecs contains global variables before they are loaded into the kernel.
@@ -194,19 +183,17 @@ func (o *steerObjects) Close() error {
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerMaps struct {
-	Agents        *ebpf.Map `ebpf:"agents"`
-	Denials       *ebpf.Map `ebpf:"denials"`
-	LoopbackAllow *ebpf.Map `ebpf:"loopback_allow"`
-	OrigByTuple   *ebpf.Map `ebpf:"orig_by_tuple"`
-	SkMetaStore   *ebpf.Map `ebpf:"sk_meta_store"`
-	UdpByTuple    *ebpf.Map `ebpf:"udp_by_tuple"`
+	Agents      *ebpf.Map `ebpf:"agents"`
+	Denials     *ebpf.Map `ebpf:"denials"`
+	OrigByTuple *ebpf.Map `ebpf:"orig_by_tuple"`
+	SkMetaStore *ebpf.Map `ebpf:"sk_meta_store"`
+	UdpByTuple  *ebpf.Map `ebpf:"udp_by_tuple"`
 }
 
 func (m *steerMaps) Close() error {
 	return _SteerClose(
 		m.Agents,
 		m.Denials,
-		m.LoopbackAllow,
 		m.OrigByTuple,
 		m.SkMetaStore,
 		m.UdpByTuple,

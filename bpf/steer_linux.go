@@ -243,7 +243,7 @@ func (s *Steering) UnregisterAgent(cgroupID uint64) error {
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("unregistering agent cgroup %d: %w", cgroupID, err)
 	}
-	return s.dropLoopback(cgroupID, nil)
+	return nil
 }
 
 // Registered reports whether cgroupID is in the kernel's agents map.
@@ -386,59 +386,6 @@ func (s *Steering) QueryOrigin(client, local netip.AddrPort) (Origin, error) {
 		return Origin{}, fmt.Errorf("looking up query origin of %s -> %s: %w", client, local, err)
 	}
 	return originFromMeta(&m), nil
-}
-
-// SetLoopback replaces the loopback services the agent with cgroupID may
-// connect to directly (not through the proxy). Any other loopback
-// destination of the agent is steered to the proxy like the rest.
-func (s *Steering) SetLoopback(cgroupID uint64, allowed []netip.AddrPort) error {
-	if cgroupID == 0 {
-		return errors.New("setting loopback services: cgroup id 0")
-	}
-	want := map[steerLoopbackKey]bool{}
-	for _, ap := range allowed {
-		if !ap.Addr().Unmap().IsLoopback() || ap.Port() == 0 {
-			return fmt.Errorf("setting loopback services: %s is not a loopback address and port", ap)
-		}
-		want[loopbackKey(cgroupID, ap)] = true
-	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.objs == nil {
-		return errors.New("setting loopback services: steering is closed")
-	}
-	for k := range want {
-		if err := s.objs.LoopbackAllow.Update(k, uint32(1), ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("setting loopback services of cgroup %d: %w", cgroupID, err)
-		}
-	}
-	return s.dropLoopback(cgroupID, want)
-}
-
-// dropLoopback deletes the cgroup's entries not in keep. Callers hold s.mu.
-func (s *Steering) dropLoopback(cgroupID uint64, keep map[steerLoopbackKey]bool) error {
-	var stale []steerLoopbackKey
-	var k steerLoopbackKey
-	var v uint32
-	it := s.objs.LoopbackAllow.Iterate()
-	for it.Next(&k, &v) {
-		if k.CgroupId == cgroupID && !keep[k] {
-			stale = append(stale, k)
-		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("listing loopback services: %w", err)
-	}
-	for _, k := range stale {
-		if err := s.objs.LoopbackAllow.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("removing a loopback service of cgroup %d: %w", cgroupID, err)
-		}
-	}
-	return nil
-}
-
-func loopbackKey(cgroupID uint64, ap netip.AddrPort) steerLoopbackKey {
-	return steerLoopbackKey{CgroupId: cgroupID, Addr: addr16(ap.Addr()), Port: ap.Port()}
 }
 
 func tupleKey(client, local netip.AddrPort) steerTupleKey {

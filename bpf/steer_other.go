@@ -35,11 +35,6 @@ func (s *Steering) QueryOrigin(client, local netip.AddrPort) (Origin, error) {
 	return Origin{}, fmt.Errorf("looking up query origin: %w", ErrNotSupported)
 }
 
-// SetLoopback returns ErrNotSupported.
-func (s *Steering) SetLoopback(cgroupID uint64, allowed []netip.AddrPort) error {
-	return fmt.Errorf("setting loopback services: %w", ErrNotSupported)
-}
-
 // Bind returns ErrNotSupported.
 func (s *Steering) Bind(name, path string) (uint64, error) {
 	return 0, fmt.Errorf("binding agent: %w", ErrNotSupported)

@@ -83,7 +83,6 @@ func TestSpecMaps(t *testing.T) {
 		{steerMapSkMetaStore, ebpf.SkStorage, 4, binary.Size(steerSkMeta{}), 0, unix.BPF_F_NO_PREALLOC},
 		{steerMapOrigByTuple, ebpf.LRUHash, binary.Size(steerTupleKey{}), binary.Size(steerSkMeta{}), 65536, 0},
 		{steerMapUdpByTuple, ebpf.LRUHash, binary.Size(steerTupleKey{}), binary.Size(steerSkMeta{}), 16384, 0},
-		{steerMapLoopbackAllow, ebpf.Hash, 32, 4, 4096, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -243,6 +243,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		Limits:        meter,
 		Names:         names,
 		Addresses:     d.resolver,
+		Own:           cfg.dnsListenAddrs(),
 	})
 	if err != nil {
 		return err
@@ -368,9 +369,6 @@ func (d *Daemon) reloadPolicy() error {
 func (d *Daemon) applyPolicy(pol *policy.Policy) error {
 	if err := d.agents.sync(pol.Agents(), filepath.Join(d.root, "agents"), d.steer, d.log); err != nil {
 		return err
-	}
-	if err := d.setLoopback(pol); err != nil {
-		return fmt.Errorf("setting agents' loopback services: %w", err)
 	}
 	d.agents.pruneBound(d.steer, d.log)
 	if _, err := d.audit.Append(audit.Record{Type: "policy.load", Decision: "accept", Policy: pol.Digest()}); err != nil {

@@ -9,7 +9,6 @@ import (
 	"sync"
 
 	"github.com/wirken/wirken/audit"
-	"github.com/wirken/wirken/policy"
 	"github.com/wirken/wirken/resolver"
 )
 
@@ -97,19 +96,6 @@ func (i dnsIdentifier) Origin(client, local netip.AddrPort) (resolver.Origin, er
 }
 
 func (l *livePolicy) AllowsName(agent, host string) bool { return l.p.Load().AllowsName(agent, host) }
-
-// setLoopback gives every registered agent the loopback services its passthrough rules name.
-func (d *Daemon) setLoopback(pol *policy.Policy) error {
-	for _, a := range d.agents.list() {
-		if a.id == 0 {
-			continue // a bound agent whose cgroup does not exist yet
-		}
-		if err := d.steer.SetLoopback(a.id, pol.LoopbackServices(a.agent.Name)); err != nil {
-			return fmt.Errorf("agent %s: %w", a.agent.Name, err)
-		}
-	}
-	return nil
-}
 
 // dnsRecorder writes agents' DNS queries to the audit log: an allowed one durably before it is
 // forwarded upstream, a refused one after.

@@ -29,9 +29,6 @@ func (d *Daemon) watchBound(ctx context.Context) {
 		d.reloadMu.Lock()
 		pol := d.policy.p.Load()
 		err := d.agents.sync(pol.Agents(), filepath.Join(d.root, "agents"), d.steer, d.log)
-		if err == nil {
-			err = d.setLoopback(pol)
-		}
 		d.reloadMu.Unlock()
 		if err != nil {
 			d.log.Error("re-binding agents whose cgroup was recreated", "agents", stale, "err", err)

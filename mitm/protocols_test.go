@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -346,6 +347,32 @@ func TestOtherHostsAndLoopsAreRefused(t *testing.T) {
 			t.Fatalf("last event %+v; want a conn.deny for a loop", last)
 		}
 	})
+
+	// A passthrough rule naming loopback does not make wirken's own listeners (the proxy's,
+	// the resolver's) reachable: the loop check comes first.
+	t.Run("own listeners despite a loopback passthrough rule", func(t *testing.T) {
+		resolverAt := netip.MustParseAddrPort("127.0.0.1:1")
+		lh := newHarness(t, func(c *Config) {
+			c.Policy = &ipPolicy{fakePolicy: *c.Policy.(*fakePolicy), addr: "127.0.0.1"}
+			c.Own = []netip.AddrPort{resolverAt}
+		})
+		for _, dst := range []netip.AddrPort{netip.MustParseAddrPort(lh.proxyAddr), resolverAt} {
+			lh.steer.setDst(dst)
+			if c, err := net.Dial("tcp", lh.proxyAddr); err == nil { // or reset at once
+				c.SetDeadline(time.Now().Add(3 * time.Second))
+				if n, err := c.Read(make([]byte, 1)); err == nil {
+					t.Fatalf("%s: a connection to wirken's own listener was served (%d bytes)", dst, n)
+				}
+				c.Close()
+			}
+			lh.rec.mu.Lock()
+			last := lh.rec.events[len(lh.rec.events)-1]
+			lh.rec.mu.Unlock()
+			if last.Kind != "conn.deny" || !strings.Contains(last.Reason, "loop") || last.Dst != dst {
+				t.Fatalf("%s: last event %+v; want a conn.deny for a loop", dst, last)
+			}
+		}
+	})
 }
 
 func TestStatusOf(t *testing.T) {
@@ -552,8 +579,13 @@ func TestOtherTCPOnlyByPassthroughRule(t *testing.T) {
 	if got, err := talk(with); err != nil || got != "220 ready\nPING\n" {
 		t.Fatalf("with a passthrough rule for the address: %q %v", got, err)
 	}
-	if !strings.Contains(strings.Join(with.rec.kinds(), ","), "conn.passthrough") {
-		t.Fatal("the spliced connection was not recorded")
+	with.rec.mu.Lock()
+	spliced := slices.ContainsFunc(with.rec.events, func(e Event) bool {
+		return e.Kind == "conn.passthrough" && e.Dst == dst && e.Rule == "raw"
+	})
+	with.rec.mu.Unlock()
+	if !spliced {
+		t.Fatalf("events %v; want a conn.passthrough to the loopback service %s", with.rec.kinds(), dst)
 	}
 
 	without := newHarness(t, func(c *Config) { c.PeekTimeout = 300 * time.Millisecond })

@@ -115,6 +115,9 @@ type Config struct {
 	// the destination to the name (plain HTTP, passthrough); nil: the system resolver. The
 	// daemon passes wirken's resolver, so the proxy asks the upstreams agents' DNS goes to.
 	Addresses Addresses
+	// Own lists wirken's other listeners (the resolver's): like the proxy's own, a
+	// connection steered there is refused as a loop, whatever the policy says.
+	Own []netip.AddrPort
 	// DialTimeout bounds the upstream TCP connect.
 	DialTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait for an upstream's response header (LLM calls may
@@ -443,13 +446,21 @@ func (p *Proxy) handle(c *clientConn) {
 	p.intercept(conn, s, h2)
 }
 
-// isSelf says whether dst is one of the proxy's own listeners: a connection there would loop.
+// isSelf says whether dst is one of the proxy's own listeners or another of wirken's
+// (Config.Own): a connection there would loop.
 func (p *Proxy) isSelf(dst netip.AddrPort) bool {
+	at := func(a netip.AddrPort) bool {
+		return a.Port() == dst.Port() && (a.Addr().Unmap() == dst.Addr().Unmap() || a.Addr().IsUnspecified())
+	}
+	for _, a := range p.cfg.Own {
+		if at(a) {
+			return true
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for ln := range p.listeners {
-		a := addrPort(ln.Addr())
-		if a.Port() == dst.Port() && (a.Addr() == dst.Addr() || a.Addr().IsUnspecified()) {
+		if at(addrPort(ln.Addr())) {
 			return true
 		}
 	}

@@ -1,10 +1,6 @@
 package policy
 
-import (
-	"net/netip"
-	"slices"
-	"testing"
-)
+import "testing"
 
 func TestAllowsName(t *testing.T) {
 	p, err := Parse("policy.toml", []byte(`version = 1
@@ -48,17 +44,5 @@ ports = [8080]
 		if got := p.AllowsName(tt.agent, tt.host); got != tt.want {
 			t.Errorf("AllowsName(%q, %q) = %v, want %v", tt.agent, tt.host, got, tt.want)
 		}
-	}
-	got := p.LoopbackServices("a")
-	slices.SortFunc(got, func(x, y netip.AddrPort) int { return x.Compare(y) })
-	want := []netip.AddrPort{
-		netip.MustParseAddrPort("127.0.0.1:5432"), netip.MustParseAddrPort("127.0.0.1:6379"),
-		netip.MustParseAddrPort("127.0.0.7:5432"), netip.MustParseAddrPort("127.0.0.7:6379"),
-	}
-	if !slices.Equal(got, want) {
-		t.Errorf("LoopbackServices(a) = %v, want %v (passthrough rules only)", got, want)
-	}
-	if got := p.LoopbackServices("b"); len(got) != 0 {
-		t.Errorf("LoopbackServices(b) = %v, want none", got)
 	}
 }

@@ -15,9 +15,8 @@ import (
 )
 
 // peerNetns is a network namespace the test creates, joined to the host's by a veth pair: a
-// destination on this machine that is not loopback. The kernel lets an agent reach the
-// loopback services its passthrough rules name directly (without the proxy), so what the
-// proxy does with other TCP is seen only toward an address like this one.
+// destination on this machine that is not loopback, for what the proxy does with other TCP
+// toward an address beyond this host's loopback.
 type peerNetns struct {
 	name   string
 	peerIP string // the namespace's address; the host's is the other one of the /30

@@ -584,7 +584,8 @@ func TestPlainHTTPAndOtherTCP(t *testing.T) {
 	peer := startPeerNetns(t)
 	e, _, _ := protoEnv(t, agentRule("demo-plain", "plain.example.test", 80, "")+
 		agentRule("demo-raw", peer.peerIP, 7000, `mode = "passthrough"`)+
-		agentRule("demo-raw-lo", "127.0.0.5", 7000, `mode = "passthrough"`))
+		agentRule("demo-raw-lo", "127.0.0.5", 7000, `mode = "passthrough"`)+
+		agentRule("demo-raw-lo1", "127.0.0.1", 7002, `mode = "passthrough"`))
 	e.dnsUp.set("plain.example.test", "127.0.0.1")
 	var mu sync.Mutex
 	var plainAuth []string
@@ -604,6 +605,7 @@ func TestPlainHTTPAndOtherTCP(t *testing.T) {
 	unruled := tcpEchoOn(t, peer.listen(t, 7001))
 	rawLo := tcpEcho(t, "127.0.0.5:7000")
 	unruledLo := tcpEcho(t, "127.0.0.5:7001")
+	rawLo1 := tcpEcho(t, "127.0.0.1:7002")
 
 	t.Run("plain HTTP on port 80 through the policy", func(t *testing.T) {
 		r := e.asAgent("curl", "-sS", "--max-time", "20", "--fail", "http://plain.example.test/plain").mustSucceed(t)
@@ -664,18 +666,34 @@ print((banner + f.readline()).decode(), end="")
 	})
 
 	t.Run("a loopback service only by an explicit passthrough rule", func(t *testing.T) {
-		// The kernel connects these directly (README, Kernel enforcement: Loopback).
-		r := e.asAgent("/usr/bin/python3", "-c", script, "127.0.0.5", "7000").mustSucceed(t)
-		if r.stdout != "220 ready\nPING\n" || rawLo.accepted.Load() != 1 {
-			t.Fatalf("through the loopback rule got %q; the server accepted %d", r.stdout, rawLo.accepted.Load())
+		// The kernel steers these to the proxy like the rest, which splices them by the rule
+		// and audits them (README, Kernel enforcement: Loopback).
+		for _, svc := range []struct {
+			host, port, rule string
+			srv              *countingListener
+		}{{"127.0.0.5", "7000", "demo-raw-lo", rawLo}, {"127.0.0.1", "7002", "demo-raw-lo1", rawLo1}} {
+			r := e.asAgent("/usr/bin/python3", "-c", script, svc.host, svc.port).mustSucceed(t)
+			if r.stdout != "220 ready\nPING\n" || svc.srv.accepted.Load() != 1 {
+				t.Fatalf("through the loopback rule %s got %q; the server accepted %d", svc.rule, r.stdout, svc.srv.accepted.Load())
+			}
+			var spliced bool
+			for _, rec := range e.records("conn.passthrough") {
+				spliced = spliced || (rec["rule"] == svc.rule && rec["dst"] == svc.host+":"+svc.port)
+			}
+			if !spliced {
+				t.Fatalf("no conn.passthrough audit record of rule %s to %s:%s", svc.rule, svc.host, svc.port)
+			}
 		}
-		deniesBefore := len(e.records("conn.deny"))
-		r = e.asAgent("/usr/bin/python3", "-c", speakFirst, "127.0.0.5", "7001")
+		r := e.asAgent("/usr/bin/python3", "-c", speakFirst, "127.0.0.5", "7001")
 		if r.code == 0 || unruledLo.accepted.Load() != 0 {
 			t.Fatalf("loopback without a rule: exit %d, %q; the server accepted %d", r.code, r.stdout, unruledLo.accepted.Load())
 		}
-		if len(e.records("conn.deny")) == deniesBefore {
-			t.Fatal("the refused loopback connection was not audited")
+		var denied bool
+		for _, rec := range e.records("conn.deny") {
+			denied = denied || rec["dst"] == "127.0.0.5:7001"
+		}
+		if !denied {
+			t.Fatal("the refused loopback connection to 127.0.0.5:7001 was not audited")
 		}
 	})
 }
