@@ -1,6 +1,7 @@
 package mitm
 
 import (
+	"container/list"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -33,13 +34,17 @@ type CA struct {
 	certPEM []byte
 	key     *ecdsa.PrivateKey
 
-	mu     sync.Mutex
-	leaves map[string]*leafEntry
+	mu       sync.Mutex
+	leaves   map[string]*leafEntry
+	lru      list.List // of *leafEntry, most recently used first
+	maxLeafs int       // leafCacheSize; smaller in tests
 }
 
 // leafEntry is one name's leaf. Its fields are written once, before done is closed, and only
 // read after: waiting on done is what makes reading them safe.
 type leafEntry struct {
+	name    string
+	elem    *list.Element // in CA.lru; guarded by CA.mu
 	done    chan struct{}
 	cert    *tls.Certificate
 	err     error
@@ -157,29 +162,33 @@ func LoadCA(certPath, keyPath string) (*CA, error) {
 	if !cert.IsCA {
 		return nil, fmt.Errorf("CA certificate %s is not a CA", certPath)
 	}
-	return &CA{cert: cert, certPEM: certPEM, key: key, leaves: make(map[string]*leafEntry)}, nil
+	return &CA{cert: cert, certPEM: certPEM, key: key, leaves: make(map[string]*leafEntry), maxLeafs: leafCacheSize}, nil
 }
 
 // CertPEM returns the CA certificate in PEM form, to be trusted by agents.
 func (ca *CA) CertPEM() []byte { return ca.certPEM }
 
-// Leaf returns a certificate for name signed by the CA. Leaves are cached per name and minted
-// once even when many connections ask at the same time.
+// Leaf returns a certificate for name signed by the CA. Leaves are cached per name in an LRU of
+// leafCacheSize names, renewed after leafRenew, and minted once even when many connections ask
+// at the same time (the others wait for that one mint).
 func (ca *CA) Leaf(name string) (*tls.Certificate, error) {
 	now := time.Now()
 	ca.mu.Lock()
 	e := ca.leaves[name]
 	if e != nil && e.ready() && e.err == nil && now.After(e.expires) {
+		ca.drop(e)
 		e = nil
 	}
 	mint := e == nil
 	if mint {
-		if len(ca.leaves) >= leafCacheSize {
-			// Crude but bounded: start over. Minting is ~0.15 ms, so this is cheap.
-			clear(ca.leaves)
+		for ca.lru.Len() >= ca.maxLeafs {
+			ca.drop(ca.lru.Back().Value.(*leafEntry)) // a waiter keeps its own pointer
 		}
-		e = &leafEntry{done: make(chan struct{})}
+		e = &leafEntry{name: name, done: make(chan struct{})}
+		e.elem = ca.lru.PushFront(e)
 		ca.leaves[name] = e
+	} else {
+		ca.lru.MoveToFront(e.elem)
 	}
 	ca.mu.Unlock()
 	if mint {
@@ -191,11 +200,19 @@ func (ca *CA) Leaf(name string) (*tls.Certificate, error) {
 	if e.err != nil {
 		ca.mu.Lock()
 		if ca.leaves[name] == e {
-			delete(ca.leaves, name)
+			ca.drop(e)
 		}
 		ca.mu.Unlock()
 	}
 	return e.cert, e.err
+}
+
+// drop removes e from the cache; ca.mu is held.
+func (ca *CA) drop(e *leafEntry) {
+	ca.lru.Remove(e.elem)
+	if ca.leaves[e.name] == e {
+		delete(ca.leaves, e.name)
+	}
 }
 
 func (ca *CA) mint(name string, now time.Time) (*tls.Certificate, error) {
