@@ -280,7 +280,7 @@ func (s *Steering) Origin(client, local netip.AddrPort) (Origin, error) {
 		return Origin{}, errors.New("looking up origin: steering is closed")
 	}
 	var m steerSkMeta
-	if err := s.objs.OrigByTuple.LookupAndDelete(&key, &m); err != nil {
+	if err := takeRecord(s.objs.OrigByTuple, &key, &m); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return Origin{}, fmt.Errorf("looking up origin of %s -> %s: %w", client, local, ErrNoOrigin)
 		}
@@ -650,4 +650,22 @@ func linkCgroup(pin, onPath string) (string, error) {
 		return "", fmt.Errorf("finding cgroup %d: %w", cg.CgroupId, err)
 	}
 	return path, nil
+}
+
+// takeRecord looks key up and deletes it. Kernels before 5.14 cannot do both in one call on a
+// hash map (they answer ENOTSUPP, 524, or EINVAL); there it is a lookup and then a delete,
+// which is as safe here: a record is written once per client socket, before its SYN, and
+// deleted when that socket closes, so nothing rewrites it between the two calls.
+func takeRecord(m *ebpf.Map, key, value any) error {
+	err := m.LookupAndDelete(key, value)
+	if err == nil || !(errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.Errno(524)) || errors.Is(err, unix.EINVAL)) {
+		return err
+	}
+	if err := m.Lookup(key, value); err != nil {
+		return err
+	}
+	if err := m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	return nil
 }
