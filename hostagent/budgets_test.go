@@ -2,6 +2,7 @@ package hostagent
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -56,7 +57,7 @@ daily_tokens = 10
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m2.Admit("bot", g); err != policy.ErrBudgetSpent {
+	if err := m2.Admit("bot", g); !errors.Is(err, policy.ErrBudgetSpent) {
 		t.Fatalf("after restart: %v", err)
 	}
 	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -413,7 +414,13 @@ func (p *Proxy) precheck(req *http.Request, ev Event, g policy.Grant, host strin
 		return p.refuse(req, ev, limitStatus(err), g.Rule, err.Error())
 	}
 	if err := p.cfg.Limits.Admit(ev.Agent, g); err != nil {
-		return p.refuse(req, ev, limitStatus(err), g.Rule, err.Error())
+		resp := p.refuse(req, ev, limitStatus(err), g.Rule, err.Error())
+		var le *policy.LimitError
+		if errors.As(err, &le) && le.RetryAfter > 0 {
+			// Whole seconds, rounded up: an agent that waits this long is admitted.
+			resp.Header.Set("Retry-After", strconv.FormatInt(int64((le.RetryAfter+time.Second-1)/time.Second), 10))
+		}
+		return resp
 	}
 	return nil
 }

@@ -360,13 +360,20 @@ func (h *injectHarness) upstream(w http.ResponseWriter, r *http.Request) {
 
 func (h *injectHarness) do(t *testing.T, req *http.Request) (int, string) {
 	t.Helper()
+	code, body, _ := h.doHeader(t, req)
+	return code, body
+}
+
+// doHeader is do, also returning the response's header.
+func (h *injectHarness) doHeader(t *testing.T, req *http.Request) (int, string, http.Header) {
+	t.Helper()
 	resp, err := h.client(req.URL.Hostname()).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return resp.StatusCode, string(b), resp.Header
 }
 
 func newReq(t *testing.T, method, url string, body string, hdr ...string) *http.Request {
@@ -683,8 +690,8 @@ func TestConditionsThroughProxy(t *testing.T) {
 			}
 		}
 		h.clock.Set(time.Date(2026, 11, 25, 12, 0, 29, 0, time.UTC))
-		if code, _ := h.do(t, newReq(t, "GET", "https://rate.test/", "")); code != 429 {
-			t.Fatalf("after 29s: %d", code)
+		if code, _, hdr := h.doHeader(t, newReq(t, "GET", "https://rate.test/", "")); code != 429 || hdr.Get("Retry-After") != "1" {
+			t.Fatalf("after 29s: %d, Retry-After %q, want 429 and 1", code, hdr.Get("Retry-After"))
 		}
 		h.clock.Set(time.Date(2026, 11, 25, 12, 0, 30, 0, time.UTC))
 		if code, _ := h.do(t, newReq(t, "GET", "https://rate.test/", "")); code != 200 {
@@ -719,9 +726,12 @@ func TestConditionsThroughProxy(t *testing.T) {
 		if code, _ := h.do(t, newReq(t, "POST", "https://api.openai.test/v1/chat/completions", "{}")); code != 200 {
 			t.Fatalf("second call (90 of 100 used): %d", code)
 		}
-		code, body := h.do(t, newReq(t, "POST", "https://api.openai.test/v1/chat/completions", "{}"))
+		code, body, hdr := h.doHeader(t, newReq(t, "POST", "https://api.openai.test/v1/chat/completions", "{}"))
 		if code != 429 || !strings.Contains(body, policy.ErrBudgetSpent.Error()) {
 			t.Fatalf("third call (180 of 100 used): %d %q", code, body)
+		}
+		if got := hdr.Get("Retry-After"); got != "3600" { // the budget starts over at midnight
+			t.Fatalf("spent budget at 23:00: Retry-After %q, want 3600", got)
 		}
 		h.clock.Set(time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC))
 		// A new day; now streamed answers, whose final event reports 95 tokens.

@@ -65,6 +65,14 @@ func (c *Conditions) day(t time.Time) int {
 	return y*10000 + int(m)*100 + d
 }
 
+// untilNextDay is how long from t until the next day begins in the conditions' time zone, when
+// a daily budget starts over.
+func (c *Conditions) untilNextDay(t time.Time) time.Duration {
+	l := t.In(c.Location)
+	y, m, d := l.Date()
+	return time.Date(y, m, d+1, 0, 0, 0, 0, c.Location).Sub(l)
+}
+
 // Describe says in words what the conditions are, for `policy explain`.
 func (c *Conditions) Describe() []string {
 	var out []string

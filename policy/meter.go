@@ -62,6 +62,9 @@ func NewMeter(now func() time.Time) *Meter {
 // Admit checks a granted request against its rule's time window, rate limit and token
 // budget, and counts it against the rate. It returns nil or one of ErrOutsideWindow,
 // ErrRateLimited, ErrBudgetSpent. The body cap is the caller's to enforce.
+//
+// A refusal by rate or budget is a *LimitError that says when to try again; errors.Is still
+// matches ErrRateLimited or ErrBudgetSpent.
 func (m *Meter) Admit(agent string, g Grant) error {
 	c := g.Conditions
 	if c == nil {
@@ -79,7 +82,7 @@ func (m *Meter) Admit(agent string, g Grant) error {
 	defer m.mu.Unlock()
 	if c.DailyTokens > 0 {
 		if u, ok := m.tokens[k]; ok && u.day == c.day(now) && u.tokens >= c.DailyTokens {
-			return ErrBudgetSpent
+			return &LimitError{Err: ErrBudgetSpent, RetryAfter: c.untilNextDay(now)}
 		}
 	}
 	if c.Rate > 0 {
@@ -89,7 +92,10 @@ func (m *Meter) Admit(agent string, g Grant) error {
 			m.rates[k] = l
 		}
 		if !l.l.AllowN(now, 1) {
-			return ErrRateLimited
+			r := l.l.ReserveN(now, 1)
+			wait := r.DelayFrom(now)
+			r.CancelAt(now)
+			return &LimitError{Err: ErrRateLimited, RetryAfter: wait}
 		}
 	}
 	return nil
@@ -185,3 +191,13 @@ func (m *Meter) Restore(data []byte) error {
 	m.mu.Unlock()
 	return nil
 }
+
+// LimitError is a refusal by a rate limit or a spent budget, with the time after which the
+// same request may be admitted.
+type LimitError struct {
+	Err        error // ErrRateLimited or ErrBudgetSpent
+	RetryAfter time.Duration
+}
+
+func (e *LimitError) Error() string { return e.Err.Error() }
+func (e *LimitError) Unwrap() error { return e.Err }

@@ -195,13 +195,20 @@ func TestMeterRateAndBudget(t *testing.T) {
 	m := NewMeter(func() time.Time { return now })
 	// Rate 2/minute: two at once, the third refused, one more after 30 s.
 	for i, want := range []error{nil, nil, ErrRateLimited} {
-		if err := m.Admit("bot", g); err != want {
+		if err := m.Admit("bot", g); !errors.Is(err, want) || (want == nil) != (err == nil) {
 			t.Fatalf("request %d: %v, want %v", i, err, want)
 		}
 	}
 	now = now.Add(29 * time.Second)
-	if err := m.Admit("bot", g); err != ErrRateLimited {
-		t.Fatalf("after 29s: %v", err)
+	retry := func(err error) time.Duration { // -1: not a LimitError
+		var le *LimitError
+		if errors.As(err, &le) {
+			return le.RetryAfter
+		}
+		return -1
+	}
+	if err := m.Admit("bot", g); !errors.Is(err, ErrRateLimited) || retry(err) < time.Second-time.Millisecond || retry(err) > time.Second+time.Millisecond {
+		t.Fatalf("after 29s: %v (retry after %v), want ErrRateLimited, retry after 1s", err, retry(err))
 	}
 	now = now.Add(time.Second)
 	if err := m.Admit("bot", g); err != nil {
@@ -215,8 +222,8 @@ func TestMeterRateAndBudget(t *testing.T) {
 	}
 	m.Spend("bot", g, 1)
 	now = now.Add(time.Minute)
-	if err := m.Admit("bot", g); err != ErrBudgetSpent {
-		t.Fatalf("with 1000 used: %v", err)
+	if err := m.Admit("bot", g); !errors.Is(err, ErrBudgetSpent) || retry(err) != now.Truncate(24*time.Hour).Add(24*time.Hour).Sub(now) {
+		t.Fatalf("with 1000 used at %v: %v (retry after %v), want ErrBudgetSpent, retry at midnight UTC", now, err, retry(err))
 	}
 	if m.Used("bot", "openai", g.Conditions) != 1000 {
 		t.Fatalf("used = %d", m.Used("bot", "openai", g.Conditions))
@@ -231,7 +238,7 @@ func TestMeterRateAndBudget(t *testing.T) {
 	if err := m2.Restore(m.State()); err != nil {
 		t.Fatal(err)
 	}
-	if err := m2.Admit("bot", g); err != ErrBudgetSpent {
+	if err := m2.Admit("bot", g); !errors.Is(err, ErrBudgetSpent) {
 		t.Fatalf("restored meter: %v", err)
 	}
 	// Another agent's use and a new day are separate.
