@@ -25,13 +25,8 @@ type Server struct {
 
 // Start serves records (name -> IPv4 address) on a free port of 127.0.0.1 until Close.
 func Start(records map[string]string) (*Server, error) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	pc, ln, err := listenPair()
 	if err != nil {
-		return nil, fmt.Errorf("starting a DNS server: %w", err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
 		return nil, fmt.Errorf("starting a DNS server: %w", err)
 	}
 	z := &Server{Addr: pc.LocalAddr().String(), records: map[string]string{}}
@@ -43,6 +38,24 @@ func Start(records map[string]string) (*Server, error) {
 		go s.ActivateAndServe()
 	}
 	return z, nil
+}
+
+// listenPair listens on one loopback port for both UDP and TCP. The port is the kernel's pick
+// for UDP; another process may hold it for TCP, so it tries again with a new pick.
+func listenPair() (net.PacketConn, net.Listener, error) {
+	var err error
+	for range 20 {
+		var pc net.PacketConn
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			return nil, nil, err
+		}
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+	}
+	return nil, nil, err
 }
 
 func norm(name string) string { return strings.TrimSuffix(strings.ToLower(name), ".") }
