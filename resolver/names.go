@@ -23,6 +23,11 @@ type nameKey struct {
 type table struct {
 	mu     sync.Mutex
 	agents map[string]map[nameKey]time.Time
+	// nextSweep is, per agent whose table is full, the earliest expiry seen by the last
+	// sweep: no entry can be swept before then, so add does not scan the table again
+	// (an agent asking for new names of a wildcard rule would otherwise make every answer
+	// scan 65,536 entries under the lock the proxy's lookups take).
+	nextSweep map[string]time.Time
 }
 
 func normName(name string) string {
@@ -44,14 +49,26 @@ func (t *table) add(agent, name string, addr netip.Addr, expiry, now time.Time) 
 		t.agents[agent] = m
 	}
 	if _, ok := m[k]; !ok && len(m) >= maxNamesPerAgent {
+		if now.Before(t.nextSweep[agent]) {
+			return false
+		}
+		var earliest time.Time
 		for key, exp := range m {
-			if !exp.After(now) {
+			switch {
+			case !exp.After(now):
 				delete(m, key)
+			case earliest.IsZero() || exp.Before(earliest):
+				earliest = exp
 			}
 		}
 		if len(m) >= maxNamesPerAgent {
+			if t.nextSweep == nil {
+				t.nextSweep = map[string]time.Time{}
+			}
+			t.nextSweep[agent] = earliest
 			return false
 		}
+		delete(t.nextSweep, agent)
 	}
 	if expiry.After(m[k]) {
 		m[k] = expiry
