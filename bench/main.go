@@ -92,6 +92,7 @@ type bench struct {
 	readyMs                     float64
 	idleRSSKB                   int
 	raw                         []string // one line per trial, accepted or not
+	loadStart                   string
 }
 
 // path is one way from the load client to the upstream.
@@ -166,6 +167,7 @@ func (b *bench) run() error {
 			return fmt.Errorf("warm-up of %s: %w", p.name, err)
 		}
 	}
+	b.loadStart = loadavg()
 	res := map[string][]sample{}
 	ratios := map[string][]float64{}
 	cpuVsNginx := map[string][]float64{}

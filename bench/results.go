@@ -34,6 +34,15 @@ func cmdOut(argv ...string) string {
 	return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
 }
 
+func loadavg() string {
+	raw, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(raw))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
 func cpuModel() string {
 	raw, _ := os.ReadFile("/proc/cpuinfo")
 	for _, l := range strings.Split(string(raw), "\n") {
@@ -53,7 +62,8 @@ func (b *bench) write(paths []path, res map[string][]sample, ratios, cpuVsNginx 
 	fmt.Fprintf(&w, "- commit: %s\n", b.commit)
 	fmt.Fprintf(&w, "- machine: %s, %d CPUs, kernel %s\n", cpuModel(), runtime.NumCPU(), cmdOut("uname", "-r"))
 	fmt.Fprintf(&w, "- tools: %s; %s; wrk %s; mitmdump %s; built with %s\n", cmdOut("nginx", "-v"), cmdOut("openssl", "version"),
-		strings.TrimPrefix(cmdOut("sh", "-c", "wrk -v 2>&1 | head -1"), "wrk "), cmdOut("sh", "-c", "mitmdump --version 2>&1 | head -1"), runtime.Version())
+		strings.Split(strings.TrimPrefix(cmdOut("sh", "-c", "wrk -v 2>&1 | head -1"), "wrk "), " Copyright")[0], cmdOut("sh", "-c", "mitmdump --version 2>&1 | head -1"), runtime.Version())
+	fmt.Fprintf(&w, "- load average (1, 5, 15 min) at the start: %s; at the end: %s (the machine is shared: other processes compete for both CPUs)\n", b.loadStart, loadavg())
 	fmt.Fprintf(&w, "- run: %d trials of %s per load run (%d accepted, %d dropped by the 10%% direct-bracket rule), %s in all, after a 2 s warm-up of each path\n",
 		b.trials, b.dur, accepted, len(dropped), took.Round(time.Second))
 	for _, d := range dropped {
@@ -92,7 +102,7 @@ func (b *bench) write(paths []path, res map[string][]sample, ratios, cpuVsNginx 
 	fmt.Fprintf(&w, "- idle RSS 2 s after ready: %.1f MB\n", float64(b.idleRSSKB)/1024)
 	fmt.Fprintf(&w, "\n## Not measured yet (issue 9)\n\n")
 	fmt.Fprintf(&w, "Squid ssl-bump; a new TLS connection per request; 1,000 concurrent connections; SSE; 100 MB up/download; open-loop latency (vegeta); "+
-		"saturation rps of the proxy alone; RSS at 1,000 connections; the feature ablation (policy, vault, audit fsync, OTel); eBPF connect() overhead; profiles.\n")
+		"saturation rps of the proxy alone; RSS at 1,000 connections; the feature ablation (policy, vault, audit fsync, OTel); eBPF connect() overhead; profiles (see README).\n")
 	tmp, err := os.CreateTemp(filepath.Dir(b.out), ".results-*")
 	if err != nil {
 		return err
