@@ -45,14 +45,15 @@ demo: build
 	unshare --net -- bin/wirken-demo --wirken $(BIN)
 
 ## bench: issue 9's first workload (a small JSON POST shaped like an LLM call, keep-alive) against
-## direct, wirken (through its eBPF steering), an nginx TLS reverse proxy and mitmdump, interleaved
-## with direct brackets, in a throwaway network namespace; writes bench/RESULTS.md. As root; not
-## part of make test. Installs nginx-light, wrk and mitmproxy with apt-get if missing.
+## direct, wirken (through its eBPF steering), an nginx TLS reverse proxy, mitmdump and Squid
+## ssl-bump, interleaved with direct brackets, in a throwaway network namespace; writes
+## bench/RESULTS.md. As root; not part of make test. Installs nginx-light, wrk, mitmproxy,
+## squid-openssl and iptables with apt-get if missing.
 ## BENCH_FLAGS="-trials 7 -duration 10s" for a longer run.
 BENCH_FLAGS ?=
 bench: build
 	@test "$$(id -u)" = 0 || { echo "make bench: run me as root (eBPF, cgroups, a network namespace)"; exit 1; }
-	@missing=""; for c in nginx:nginx-light wrk:wrk mitmdump:mitmproxy; do \
+	@missing=""; for c in nginx:nginx-light wrk:wrk mitmdump:mitmproxy squid:squid-openssl iptables:iptables; do \
 		command -v $${c%%:*} >/dev/null || missing="$$missing $${c#*:}"; done; \
 	if [ -n "$$missing" ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; fi
 	CGO_ENABLED=0 $(GO) build -o bin/wirken-bench ./bench

@@ -40,6 +40,8 @@ const (
 	upAddr   = "127.0.0.2"
 	nginxRP  = "127.0.0.1:9444"
 	mitmAddr = "127.0.0.1:9445"
+	squidUp  = "127.0.0.3" // the upstream again, reached only through Squid's interception
+	squidTLS = "127.0.0.1:3129"
 	agent    = "bench"
 )
 
@@ -58,6 +60,7 @@ func main() {
 	flag.StringVar(&b.out, "out", "bench/RESULTS.md", "where to write the results")
 	flag.StringVar(&b.commit, "commit", "", "the commit under test (for RESULTS.md)")
 	flag.BoolVar(&b.noMitm, "no-mitmdump", false, "leave mitmdump out")
+	flag.BoolVar(&b.noSquid, "no-squid", false, "leave Squid out")
 	flag.Parse()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
@@ -81,7 +84,7 @@ type bench struct {
 	bin, out, commit string
 	trials, conns    int
 	dur              time.Duration
-	noMitm           bool
+	noMitm, noSquid  bool
 
 	dir, config, cgroup, pinDir string
 	procs                       []*exec.Cmd
@@ -102,7 +105,7 @@ type path struct {
 	argv []string   // the load client, url last
 }
 
-type sample struct{ reqs, rps, cpuUsPerReq float64 }
+type sample struct{ reqs, rps, cpuUsPerReq, sockErrs float64 }
 
 func (b *bench) run() error {
 	if os.Geteuid() != 0 {
@@ -141,14 +144,23 @@ func (b *bench) run() error {
 			return err
 		}
 	}
+	var squidPid int
+	if !b.noSquid {
+		if squidPid, err = b.squid(); err != nil {
+			return err
+		}
+	}
 	if err := b.startWirken(); err != nil {
 		return err
 	}
-	script := filepath.Join(b.dir, "post.lua")
-	lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Host\"] = %q\n", body, host)
-	if err := os.WriteFile(script, []byte(lua), 0o644); err != nil {
-		return err
+	// The POST; Squid gets it with the Host the URL gives (its interception checks the Host).
+	lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = \"application/json\"\n", body)
+	for name, text := range map[string]string{"post.lua": lua + fmt.Sprintf("wrk.headers[\"Host\"] = %q\n", host), "post-urlhost.lua": lua} {
+		if err := os.WriteFile(filepath.Join(b.dir, name), []byte(text), 0o644); err != nil {
+			return err
+		}
 	}
+	script := filepath.Join(b.dir, "post.lua")
 	wrk := func(url string) []string {
 		return []string{"taskset", "-c", "0", "wrk", "-t1", "-c" + strconv.Itoa(b.conns), "-d" + strconv.Itoa(int(b.dur.Seconds())) + "s", "-s", script, url}
 	}
@@ -160,6 +172,11 @@ func (b *bench) run() error {
 	}
 	if !b.noMitm {
 		paths = append(paths, path{"mitmdump", func() int { return mitmPid }, wrk("https://" + mitmAddr + "/v1/chat/completions")})
+	}
+	if !b.noSquid {
+		argv := wrk("https://" + squidUp + "/v1/chat/completions")
+		argv[len(argv)-2] = filepath.Join(b.dir, "post-urlhost.lua")
+		paths = append(paths, path{"squid", func() int { return squidPid }, argv})
 	}
 	// One short warm-up of each path (connection pools, minted certificates), not counted.
 	for _, p := range append([]path{direct}, paths...) {
@@ -201,6 +218,9 @@ func (b *bench) run() error {
 		line := fmt.Sprintf("trial %d: direct %.0f then %.0f req/s", t+1, d1.rps, d2.rps)
 		for _, p := range paths {
 			line += fmt.Sprintf("; %s %.0f req/s, %.1f CPU-µs/req", p.name, got[p.name].rps, got[p.name].cpuUsPerReq)
+			if e := got[p.name].sockErrs; e > 0 {
+				line += fmt.Sprintf(" (%.0f client socket errors in %.0f requests)", e, got[p.name].reqs)
+			}
 		}
 		b.raw = append(b.raw, line)
 		if spread > 0.10 {
@@ -236,7 +256,7 @@ func (b *bench) load(p path, d time.Duration) (sample, error) {
 	}
 	s := string(out)
 	if os.Getenv("BENCH_DEBUG") != "" {
-		fmt.Println(s)
+		fmt.Println(s, b.logs())
 	}
 	if m := regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`).FindStringSubmatch(s); m != nil {
 		return sample{}, fmt.Errorf("%s: %s requests did not get a 2xx answer:\n%s\nlogs:\n%s", p.name, m[1], s, b.logs())
@@ -249,9 +269,16 @@ func (b *bench) load(p path, d time.Duration) (sample, error) {
 	n, _ := strconv.ParseFloat(reqs[1], 64)
 	r, _ := strconv.ParseFloat(rps[1], 64)
 	if n == 0 {
-		return sample{}, fmt.Errorf("%s: no request completed:\n%s", p.name, s)
+		return sample{}, fmt.Errorf("%s: no request completed:\n%s\nlogs:\n%s", p.name, s, b.logs())
 	}
 	smp := sample{reqs: n, rps: r}
+	// wrk counts a connection the server closed under it as a read error, then reconnects.
+	if m := regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`).FindStringSubmatch(s); m != nil {
+		for _, f := range m[1:] {
+			e, _ := strconv.ParseFloat(f, 64)
+			smp.sockErrs += e
+		}
+	}
 	if pid != 0 {
 		smp.cpuUsPerReq = float64(cpu1-cpu0) * 1e6 / clockTicks / n
 	}
@@ -262,7 +289,7 @@ func (b *bench) load(p path, d time.Duration) (sample, error) {
 func (b *bench) logs() string {
 	var w strings.Builder
 	files, _ := filepath.Glob(filepath.Join(b.dir, "*.log"))
-	more, _ := filepath.Glob(filepath.Join(b.dir, "nginx-*", "error.log"))
+	more, _ := filepath.Glob(filepath.Join(b.dir, "*", "*.log"))
 	for _, f := range append(files, more...) {
 		raw, _ := os.ReadFile(f)
 		fmt.Fprintf(&w, "== %s\n%s\n", filepath.Base(filepath.Dir(f))+"/"+filepath.Base(f), tail(string(raw), 1500))
@@ -384,7 +411,7 @@ func mint(parent *x509.Certificate, parentKey *ecdsa.PrivateKey, name string) (*
 		parent = tmpl
 	} else {
 		signer = parentKey
-		tmpl.DNSNames, tmpl.IPAddresses = []string{name}, []net.IP{net.ParseIP(upAddr)}
+		tmpl.DNSNames, tmpl.IPAddresses = []string{name}, []net.IP{net.ParseIP(upAddr), net.ParseIP(squidUp)}
 		tmpl.KeyUsage, tmpl.ExtKeyUsage = x509.KeyUsageDigitalSignature, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
@@ -410,7 +437,7 @@ http {
 `
 
 // upstreamConf: the LLM-shaped upstream on 127.0.0.2:443.
-var upstreamConf = nginxCommon + `  server { listen ` + upAddr + `:443 ssl; server_name ` + host + `;
+var upstreamConf = nginxCommon + `  server { listen ` + upAddr + `:443 ssl; listen ` + squidUp + `:443 ssl; server_name ` + host + `;
     location / { default_type application/json; return 200 '` + answer + `'; } }
 }
 `
@@ -468,6 +495,77 @@ func (b *bench) mitmdump() (int, error) {
 	if err := waitTCP(mitmAddr, cmd, 30*time.Second); err != nil {
 		log, _ := os.ReadFile(filepath.Join(b.dir, "mitmdump.log"))
 		return 0, fmt.Errorf("mitmdump: %w: %s", err, log)
+	}
+	return cmd.Process.Pid, nil
+}
+
+// squid runs Squid's ssl-bump in intercept mode: an iptables REDIRECT in this namespace sends
+// the client's connections to 127.0.0.3:443 to Squid, which peeks at the TLS hello, bumps it with
+// a certificate minted from its own CA, and re-encrypts to the upstream (verified against the
+// upstream CA; only the name check is waived, because the client names an IP address and
+// Squid does not match IP SANs). Squid's own upstream connections leave from another address.
+func (b *bench) squid() (int, error) {
+	dir := filepath.Join(b.dir, "squid")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return 0, err
+	}
+	_, caKey, caPEM, err := mint(nil, nil, "bench squid CA")
+	if err != nil {
+		return 0, err
+	}
+	der, err := x509.MarshalECPrivateKey(caKey)
+	if err != nil {
+		return 0, err
+	}
+	os.WriteFile(filepath.Join(dir, "ca.pem"), caPEM, 0o600)
+	os.WriteFile(filepath.Join(dir, "ca.key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600)
+	conf := fmt.Sprintf(`http_port 127.0.0.1:3128
+https_port %[2]s intercept ssl-bump cert=%[1]s/ca.pem key=%[1]s/ca.key generate-host-certificates=on dynamic_cert_mem_cache_size=16MB
+sslcrtd_program /usr/lib/squid/security_file_certgen -s %[1]s/ssl_db -M 16MB
+sslcrtd_children 8 startup=2 idle=1
+acl step1 at_step SslBump1
+ssl_bump peek step1
+ssl_bump bump all
+tls_outgoing_options cafile=%[3]s/upca.pem
+acl ipname ssl_error SQUID_X509_V_ERR_DOMAIN_MISMATCH
+sslproxy_cert_error allow ipname
+sslproxy_cert_error deny all
+tcp_outgoing_address 127.0.0.5
+request_header_access Authorization deny all
+request_header_add Authorization "Bearer sk-injected-by-squid" all
+http_access allow localhost
+http_access deny all
+cache deny all
+access_log none
+cache_log %[1]s/cache.log
+pid_filename %[1]s/squid.pid
+pinger_enable off
+shutdown_lifetime 1 seconds
+hosts_file %[1]s/hosts
+dns_nameservers 127.0.0.1
+`, dir, squidTLS, b.dir)
+	// Squid checks the Host header against the intercepted address by resolving it.
+	if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte(squidUp+" "+host+"\n"), 0o644); err != nil {
+		return 0, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "squid.conf"), []byte(conf), 0o644); err != nil {
+		return 0, err
+	}
+	for _, argv := range [][]string{
+		{"/usr/lib/squid/security_file_certgen", "-c", "-s", filepath.Join(dir, "ssl_db"), "-M", "16MB"},
+		{"chown", "-R", "proxy:proxy", dir},
+		{"iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-s", "127.0.0.1", "-d", squidUp, "--dport", "443", "-j", "REDIRECT", "--to-ports", strings.Split(squidTLS, ":")[1]},
+	} {
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			return 0, fmt.Errorf("setting up squid: %s: %v: %s", strings.Join(argv, " "), err, out)
+		}
+	}
+	cmd, err := b.start("squid", "taskset", "-c", "1", "squid", "-N", "-d1", "-f", filepath.Join(dir, "squid.conf"))
+	if err != nil {
+		return 0, err
+	}
+	if err := waitTCP(squidTLS, cmd, 30*time.Second); err != nil {
+		return 0, fmt.Errorf("squid: %w\n%s", err, b.logs())
 	}
 	return cmd.Process.Pid, nil
 }

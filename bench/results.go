@@ -90,18 +90,22 @@ func (b *bench) write(paths []path, res map[string][]sample, ratios, cpuVsNginx 
 		"the agent's DNS and connect are steered by wirken's eBPF programs to its resolver and proxy, which checks the policy, injects the credential from the vault "+
 		"(aead seal), writes the audit record and forwards (the daemon's defaults: audit on, no OTel exporter). **nginx-rp**: nginx 1 worker as a TLS reverse proxy "+
 		"(terminate, re-encrypt, keep-alive pool to the upstream). **mitmdump**: `mitmdump --mode reverse:` (terminate, inspect, re-encrypt); it is a reverse proxy here, "+
-		"not its CONNECT/transparent mode.\n\n", host)
+		"not its CONNECT/transparent mode. **squid**: Squid ssl-bump in intercept mode (an iptables REDIRECT in the bench's namespace sends the client's "+
+		"connections to 127.0.0.3:443 to Squid, which peeks, bumps with its own CA and re-encrypts to the upstream, verifying its chain; only the name check "+
+		"is waived since the client names an IP address).\n\n", host)
 	fmt.Fprintf(&w, "Every trial, as measured:\n\n")
 	for _, l := range b.raw {
 		fmt.Fprintf(&w, "- %s\n", l)
 	}
+	fmt.Fprintf(&w, "\nA path with client socket errors had connections closed under the client (wrk reconnects, with a new TLS handshake): "+
+		"its figures are then not keep-alive figures.\n")
 	fmt.Fprintf(&w, "\nCPU is utime+stime from `/proc/<pid>/stat` (and the proxy's child processes) over each load run, ÷ requests; 10 ms ticks.\n")
 	fmt.Fprintf(&w, "Throughput with a closed-loop client on a shared CPU is bounded by the client and upstream; the CPU per request is the figure that carries over.\n\n")
 	fmt.Fprintf(&w, "## wirken start-up and idle\n\n")
 	fmt.Fprintf(&w, "- start to ready (exec of `wirken run` to the first answered `wirken status`, polled every 5 ms; includes vault unseal with aead, CA load, policy, eBPF load and attach): %.0f ms\n", b.readyMs)
 	fmt.Fprintf(&w, "- idle RSS 2 s after ready: %.1f MB\n", float64(b.idleRSSKB)/1024)
 	fmt.Fprintf(&w, "\n## Not measured yet (issue 9)\n\n")
-	fmt.Fprintf(&w, "Squid ssl-bump; a new TLS connection per request; 1,000 concurrent connections; SSE; 100 MB up/download; open-loop latency (vegeta); "+
+	fmt.Fprintf(&w, "a new TLS connection per request; 1,000 concurrent connections; SSE; 100 MB up/download; open-loop latency (vegeta); "+
 		"saturation rps of the proxy alone; RSS at 1,000 connections; the feature ablation (policy, vault, audit fsync, OTel); eBPF connect() overhead; profiles (see README).\n")
 	tmp, err := os.CreateTemp(filepath.Dir(b.out), ".results-*")
 	if err != nil {
