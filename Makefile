@@ -11,7 +11,7 @@ DEB_PKGS := clang-14 llvm-14 libbpf-dev curl iproute2 ca-certificates swtpm soft
 # The qemu runner of make test-vm (cpio checks its initramfs writer).
 DEB_PKGS += qemu-system-x86 cpio
 
-.PHONY: demo release install all build build-pkcs11 generate check-generate run test test-pkcs11 test-jaeger test-vm unit deps lint clean
+.PHONY: bench demo release install all build build-pkcs11 generate check-generate run test test-pkcs11 test-jaeger test-vm unit deps lint clean
 
 all: build
 
@@ -43,6 +43,21 @@ demo: build
 	@test "$$(id -u)" = 0 || { echo "make demo: run me as root (eBPF, cgroups, a network namespace)"; exit 1; }
 	CGO_ENABLED=0 $(GO) build -o bin/wirken-demo ./demo
 	unshare --net -- bin/wirken-demo --wirken $(BIN)
+
+## bench: issue 9's first workload (a small JSON POST shaped like an LLM call, keep-alive) against
+## direct, wirken (through its eBPF steering), an nginx TLS reverse proxy, mitmdump and Squid
+## ssl-bump, interleaved with direct brackets, in a throwaway network namespace; writes
+## bench/RESULTS.md. As root; not part of make test. Installs nginx-light, wrk, mitmproxy,
+## squid-openssl and iptables with apt-get if missing.
+## BENCH_FLAGS="-trials 7 -duration 10s" for a longer run.
+BENCH_FLAGS ?=
+bench: build
+	@test "$$(id -u)" = 0 || { echo "make bench: run me as root (eBPF, cgroups, a network namespace)"; exit 1; }
+	@missing=""; for c in nginx:nginx-light wrk:wrk mitmdump:mitmproxy squid:squid-openssl iptables:iptables; do \
+		command -v $${c%%:*} >/dev/null || missing="$$missing $${c#*:}"; done; \
+	if [ -n "$$missing" ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; fi
+	CGO_ENABLED=0 $(GO) build -o bin/wirken-bench ./bench
+	unshare --net -- bin/wirken-bench --wirken $(BIN) --commit $(VERSION) --out bench/RESULTS.md $(BENCH_FLAGS)
 
 ## release: the static binary for a release, reproducible (the same commit and Go give the same
 ## bytes: -trimpath, no build id, no cgo), its SHA256SUMS and, with RELEASE_KEY=an OpenSSH Ed25519
