@@ -473,13 +473,17 @@ static __always_inline int is_ours(__u32 port)
 	return port == port_be(proxy_port) || (dns_port && port == port_be(dns_port));
 }
 
-SEC("cgroup/recvmsg4")
-int steer_recvmsg4(struct bpf_sock_addr *ctx)
+/* restore4 shows an IPv4 agent socket its original peer instead of wirken's
+ * listener: for replies from the resolver (recvmsg4, dns_only) or for the peer
+ * of a steered connection (getpeername4). */
+static __always_inline int restore4(struct bpf_sock_addr *ctx, int dns_only)
 {
 	struct sk_meta *m;
 	__u32 *o;
 
-	if (!dns_port || ctx->user_port != port_be(dns_port) || ctx->user_ip4 != bpf_htonl(LOOPBACK4))
+	if (ctx->user_ip4 != bpf_htonl(LOOPBACK4))
+		return ALLOW;
+	if (dns_only ? !(dns_port && ctx->user_port == port_be(dns_port)) : !is_ours(ctx->user_port))
 		return ALLOW;
 	m = bpf_sk_storage_get(&sk_meta_store, ctx->sk, 0, 0);
 	if (!m)
@@ -490,6 +494,12 @@ int steer_recvmsg4(struct bpf_sock_addr *ctx)
 	CTX_STORE(ctx->user_ip4, o[3]);
 	CTX_STORE(ctx->user_port, port_be(m->orig_port));
 	return ALLOW;
+}
+
+SEC("cgroup/recvmsg4")
+int steer_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return restore4(ctx, 1);
 }
 
 static __always_inline int restore6(struct bpf_sock_addr *ctx, int dns_only)
@@ -528,20 +538,7 @@ int steer_recvmsg6(struct bpf_sock_addr *ctx)
 SEC("cgroup/getpeername4")
 int steer_getpeername4(struct bpf_sock_addr *ctx)
 {
-	struct sk_meta *m;
-	__u32 *o;
-
-	if (ctx->user_ip4 != bpf_htonl(LOOPBACK4) || !is_ours(ctx->user_port))
-		return ALLOW;
-	m = bpf_sk_storage_get(&sk_meta_store, ctx->sk, 0, 0);
-	if (!m)
-		return ALLOW;
-	o = (__u32 *)m->orig_addr;
-	if (!is_mapped(o[0], o[1], o[2]))
-		return ALLOW;
-	CTX_STORE(ctx->user_ip4, o[3]);
-	CTX_STORE(ctx->user_port, port_be(m->orig_port));
-	return ALLOW;
+	return restore4(ctx, 0);
 }
 
 SEC("cgroup/getpeername6")
