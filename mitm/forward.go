@@ -109,8 +109,10 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 		// must not hide its token use.
 		out.Header.Set("Accept-Encoding", "identity")
 	}
+	var secrets [][]byte // the injected values, masked in the response
 	if c := g.Credential; c != nil {
-		if resp := p.injectCredential(req, out, c, host, &ev); resp != nil {
+		var resp *http.Response
+		if resp, secrets = p.injectCredential(req, out, c, host, &ev); resp != nil {
 			return resp
 		}
 	}
@@ -134,6 +136,12 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 		finish(Result{Status: http.StatusBadGateway, Err: errors.New(reason)})
 		p.log.Warn("upstream request failed", "agent", o.Agent, "host", host, "dst", o.Dst, "reason", reason)
 		return errorResponse(req, statusOf(ErrUpstream), g.Rule, ErrUpstream.Error()+": "+reason)
+	}
+	if len(secrets) > 0 {
+		redactHeader(resp.Header, secrets)
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			resp.Body = newRedactingBody(resp.Body, secrets)
+		}
 	}
 	if rw, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
 		// An upgraded connection (WebSocket) is relayed through the body as a ReadWriter.

@@ -426,24 +426,29 @@ func (p *Proxy) precheck(req *http.Request, ev Event, g policy.Grant, host strin
 }
 
 // injectCredential puts g's credential into out. On failure it records the refusal and
-// returns the response for the agent.
-func (p *Proxy) injectCredential(req, out *http.Request, c *policy.Credential, host string, ev *Event) *http.Response {
+// returns the response for the agent. It also returns the injected values to mask in the
+// response (redact.go).
+func (p *Proxy) injectCredential(req, out *http.Request, c *policy.Credential, host string, ev *Event) (*http.Response, [][]byte) {
 	var err error
+	var forms [][]byte
 	if c.Style == policy.OAuth2 {
 		var tok string
 		if tok, err = p.token(c, *ev); err == nil {
 			dropAgentAuth(out)
 			out.Header.Set("Authorization", "Bearer "+tok)
+			forms = redactForms(c, []byte(tok))
 		}
 	} else {
 		var injErr error
 		err = p.cfg.Secrets.WithSecretVersion(c.Secret, host, func(secret []byte, version int) error {
 			ev.CredVer = version
-			injErr = p.inject(out, c, secret)
+			if injErr = p.inject(out, c, secret); injErr == nil {
+				forms = redactForms(c, secret)
+			}
 			return nil
 		})
 		if err == nil && injErr != nil {
-			return p.refuse(req, *ev, statusOf(injErr), ev.Rule, injErr.Error())
+			return p.refuse(req, *ev, statusOf(injErr), ev.Rule, injErr.Error()), nil
 		}
 	}
 	if err != nil {
@@ -452,11 +457,11 @@ func (p *Proxy) injectCredential(req, out *http.Request, c *policy.Credential, h
 		d.Kind, d.Reason = "request.deny", "credential unavailable: "+err.Error()
 		p.cfg.Recorder.Deny(req.Context(), d)
 		if errors.Is(err, ErrLimited) {
-			return errorResponse(req, statusOf(err), ev.Rule, ErrLimited.Error())
+			return errorResponse(req, statusOf(err), ev.Rule, ErrLimited.Error()), nil
 		}
-		return errorResponse(req, http.StatusServiceUnavailable, ev.Rule, "credential unavailable")
+		return errorResponse(req, http.StatusServiceUnavailable, ev.Rule, "credential unavailable"), nil
 	}
-	return nil
+	return nil, forms
 }
 
 // spend counts the tokens an LLM response reported against the rule's daily budget.

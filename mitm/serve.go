@@ -105,7 +105,7 @@ func (p *Proxy) intercept(conn net.Conn, s *session, h2 bool) {
 	}
 	req = req.WithContext(context.WithValue(context.Background(), connectKey{}, s))
 	// goproxy hijacks the connection and serves it on its own goroutine.
-	p.gp.ServeHTTP(&hijacker{conn: &connectReplyConn{Conn: conn}}, req)
+	p.gp.ServeHTTP(&hijacker{conn: &connectReplyConn{Conn: p.auditUnserved(conn, s)}}, req)
 }
 
 // serveH2 serves an agent's h2 connection until it ends, each stream through goproxy.

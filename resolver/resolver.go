@@ -8,9 +8,11 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/time/rate"
 )
 
 // Origin is who sent a query, as the kernel recorded it.
@@ -77,6 +79,10 @@ type Resolver struct {
 	mu      sync.Mutex
 	servers []*dns.Server
 	tcp     sync.Map // "client|local" of an accepted TCP connection -> Origin
+
+	// unidentified limits the audit records of refused TCP connections (unidentified.go).
+	unidentified        *rate.Limiter
+	unidentifiedDropped atomic.Int64
 }
 
 // New checks cfg and returns a Resolver.
@@ -102,7 +108,7 @@ func New(cfg Config) (*Resolver, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Resolver{cfg: cfg}, nil
+	return &Resolver{cfg: cfg, unidentified: rate.NewLimiter(20, 20)}, nil
 }
 
 // Resolved reports whether agent resolved host (any case, optional trailing
@@ -210,6 +216,7 @@ func (l *identifyingListener) Accept() (net.Conn, error) {
 		o, err := l.r.cfg.Identify.Origin(addrPort(c.RemoteAddr()), addrPort(c.LocalAddr()))
 		if err != nil || o.Agent == "" {
 			l.r.cfg.Logger.Info("DNS over TCP refused: not an agent's steered connection", "from", c.RemoteAddr().String())
+			l.r.recordUnidentified(c.LocalAddr(), o, unidentifiedTCP)
 			c.Close()
 			continue
 		}
@@ -259,6 +266,7 @@ func (r *Resolver) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	o, ok := r.origin(w)
 	if !ok {
 		r.cfg.Logger.Info("DNS query refused: sender is not a known agent", "from", w.RemoteAddr().String())
+		r.recordUnidentified(w.LocalAddr(), o, unidentifiedUDP)
 		resp.SetRcode(req, dns.RcodeRefused)
 		w.WriteMsg(resp)
 		return

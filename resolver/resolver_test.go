@@ -19,12 +19,13 @@ import (
 
 // fakeIdentifier names every sender "a" except the ports listed as unknown.
 type fakeIdentifier struct {
-	unknown  sync.Map // client port -> true
-	tcpCalls atomic.Int32
+	unknown    sync.Map // client port -> true
+	allUnknown atomic.Bool
+	tcpCalls   atomic.Int32
 }
 
 func (f *fakeIdentifier) QueryOrigin(client, local netip.AddrPort) (Origin, error) {
-	if _, ok := f.unknown.Load(client.Port()); ok {
+	if _, ok := f.unknown.Load(client.Port()); ok || f.allUnknown.Load() {
 		return Origin{}, errors.New("no record")
 	}
 	return Origin{Agent: "a", Dst: netip.MustParseAddrPort("192.0.2.53:53")}, nil
