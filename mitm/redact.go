@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"unsafe"
 
 	"github.com/wirken/wirken/policy"
 )
@@ -61,7 +62,8 @@ func redactHeader(h http.Header, secrets [][]byte) {
 	for k, vs := range h {
 		for i, v := range vs {
 			for _, s := range secrets {
-				if strings.Contains(v, string(s)) {
+				// unsafe.String: a read-only view of s (never empty), not a copy per header value.
+				if len(v) >= len(s) && strings.Contains(v, unsafe.String(&s[0], len(s))) {
 					v = strings.ReplaceAll(v, string(s), strings.Repeat("*", len(s)))
 				}
 			}
@@ -86,36 +88,55 @@ func newRedactingBody(body io.ReadCloser, secrets [][]byte) *redactingBody {
 }
 
 func (b *redactingBody) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if len(b.buf) == 0 && b.err == nil {
+		// Nothing held back: read straight into p.
+		n, err := b.ReadCloser.Read(p)
+		mask(p[:n], b.secrets)
+		k := 0
+		if err == nil {
+			k = partial(p[:n], b.secrets)
+		}
+		if k < n || err != nil {
+			b.buf = append(b.buf, p[n-k:n]...)
+			b.err = err
+			if k > 0 {
+				err = nil
+			}
+			return n - k, err
+		}
+		b.buf = append(b.buf, p[:n]...) // all of it could begin a secret: wait for more
+	}
 	for b.ready == 0 && b.err == nil {
 		if len(b.scratch) < len(p) {
 			b.scratch = make([]byte, max(len(p), 4096))
 		}
-		n, err := b.ReadCloser.Read(b.scratch[:max(len(p), 1)])
+		n, err := b.ReadCloser.Read(b.scratch[:len(p)])
 		b.buf = append(b.buf, b.scratch[:n]...)
 		b.err = err
 		mask(b.buf, b.secrets)
 		b.ready = len(b.buf)
 		if err == nil {
-			b.ready -= b.partial()
+			b.ready -= partial(b.buf, b.secrets)
 		}
 	}
 	if b.ready == 0 {
+		b.buf = nil
 		return 0, b.err
 	}
 	n := copy(p, b.buf[:b.ready])
 	b.buf, b.ready = b.buf[n:], b.ready-n
-	if len(b.buf) == 0 {
-		b.buf = nil
-	}
 	return n, nil
 }
 
 // partial is the length of the longest end of buf that is a proper beginning of a secret.
-func (b *redactingBody) partial() int {
+func partial(buf []byte, secrets [][]byte) int {
 	longest := 0
-	for _, s := range b.secrets {
-		for k := min(len(s)-1, len(b.buf)); k > longest; k-- {
-			if bytes.Equal(b.buf[len(b.buf)-k:], s[:k]) {
+	for _, s := range secrets {
+		for k := min(len(s)-1, len(buf)); k > longest; k-- {
+			if bytes.Equal(buf[len(buf)-k:], s[:k]) {
 				longest = k
 				break
 			}
