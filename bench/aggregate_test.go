@@ -174,7 +174,9 @@ func TestRenderedConfigs(t *testing.T) {
 		var cfg struct {
 			Policy string
 			Audit  struct{ Log string }
-			Bpf    struct{ PinDir string `toml:"pin_dir"` }
+			Bpf    struct {
+				PinDir string `toml:"pin_dir"`
+			}
 		}
 		text := renderConfig(v, "p.toml", "cg", "/sys/fs/bpf/x", "127.0.0.1:53", "/dev/shm/y")
 		if _, err := toml.Decode(text, &cfg); err != nil {
