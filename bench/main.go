@@ -119,7 +119,7 @@ type bench struct {
 	daemonGone                       chan struct{} // closed when the daemon has exited
 	variant                          string        // the configuration the daemon runs
 	dns                              *zone.Server
-	readyMs                          float64
+	readyMs, firstReadyMs            float64
 	idleRSSKB                        int
 	peerReadyMs                      map[string]float64
 	loadStart                        string
@@ -227,6 +227,7 @@ func (b *bench) run() error {
 		if err := b.startDaemon("full"); err != nil {
 			return err
 		}
+		b.firstReadyMs = b.readyMs
 		time.Sleep(2 * time.Second)
 		b.idleRSSKB = rssKB(b.daemon.Process.Pid)
 		paths = append(paths, b.wirkenPath(nil))

@@ -95,9 +95,9 @@ func table(w *strings.Builder, r *result) {
 // targetRows are the issue's targets that r's wirken figures answer.
 func targetRows(r *result) []string {
 	var rows []string
-	ts := r.accepted
+	ts, note := r.accepted, ""
 	if len(ts) == 0 {
-		ts = r.trials
+		ts, note = r.trials, ", no trial accepted: all trials unfiltered"
 	}
 	for _, m := range r.w.metrics {
 		if m.target == nil {
@@ -114,7 +114,7 @@ func targetRows(r *result) []string {
 				verdict = "met"
 			}
 		}
-		rows = append(rows, fmt.Sprintf("| %s | %s: %s (%s) | %s |", m.target.text, r.w.name, m.label, v, verdict))
+		rows = append(rows, fmt.Sprintf("| %s | %s: %s (%s%s) | %s |", m.target.text, r.w.name, m.label, v, note, verdict))
 	}
 	return rows
 }
@@ -152,7 +152,8 @@ func (b *bench) write(paths []path, results []*result, st *startup, took time.Du
 	}
 	if st != nil && len(st.readyMs) > 0 {
 		m, _, _ := stats(st.readyMs)
-		fmt.Fprintf(&w, "| start to ready ≤ 100 ms with the aead seal | startup: ready ms (%s) | %s |\n", cell(st.readyMs), verdict(m <= 100))
+		fmt.Fprintf(&w, "| start to ready ≤ 100 ms with the aead seal | startup: ready ms after the run (%s; the first start, on a fresh state: %s) | %s |\n",
+			cell(st.readyMs), num(b.firstReadyMs), verdict(m <= 100))
 	}
 	idle := []float64{float64(b.idleRSSKB) / 1024}
 	if st != nil && len(st.rssMB) > 0 {
@@ -207,7 +208,8 @@ func (b *bench) write(paths []path, results []*result, st *startup, took time.Du
 	if st != nil && len(st.readyMs)+len(st.errs) > 0 {
 		fmt.Fprintf(&w, "wirken restarted %d times (config with the aead seal, audit on disk, OTLP export): exec of `wirken run` to the first answered `wirken status` (polled every 5 ms; "+
 			"vault unseal, CA, policy, eBPF load and attach) **%s ms**; to the first proxied answer an agent gets (a probe started by `wirken exec` right after, retrying every 10 ms) **%s ms**; "+
-			"RSS 2 s after ready **%s MB**.\n", len(st.readyMs)+len(st.errs), cell(st.readyMs), cell(st.firstMs), cell(st.rssMB))
+			"RSS 2 s after ready **%s MB**. These restarts come after the other workloads, with an audit log of %s MB (the first start, on a fresh state, was ready after %s ms).\n",
+			len(st.readyMs)+len(st.errs), cell(st.readyMs), cell(st.firstMs), cell(st.rssMB), num(st.auditMB), num(b.firstReadyMs))
 		for _, e := range st.errs {
 			fmt.Fprintf(&w, "- failed restart: %s\n", oneLine(e, 300))
 		}

@@ -214,6 +214,7 @@ func (b *bench) ablationPaths() []path {
 // startup is wirken's restarts: exec to ready (status answers) and to the first proxied answer.
 type startup struct {
 	readyMs, firstMs, rssMB []float64
+	auditMB                 float64 // the audit log's size at the restarts
 	errs                    []string
 }
 
@@ -223,6 +224,12 @@ func (b *bench) startupRuns(paths []path) *startup {
 		return st
 	}
 	fmt.Printf("== startup (%d restarts)\n", b.trialsN)
+	files, _ := filepath.Glob(filepath.Join(b.dir, "state", "audit*"))
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil {
+			st.auditMB += float64(fi.Size()) / (1 << 20)
+		}
+	}
 	for i := 0; i < b.trialsN; i++ {
 		b.stopDaemon()
 		t0 := time.Now()
