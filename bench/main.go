@@ -1,10 +1,13 @@
-// Command wirken-bench is `make bench`: the first workload of issue 9 (a small JSON POST shaped
-// like an LLM call, over keep-alive) against a direct TLS upstream, wirken (transparent, through
-// its eBPF steering, the load client inside an agent cgroup), an nginx TLS reverse proxy and
-// mitmdump, interleaved in one run with a direct run before and after each trial. It writes
-// bench/RESULTS.md. Run it as root in a fresh network namespace (the Makefile uses
-// `unshare --net`): every server listens on that namespace's loopback, and it removes the
-// daemon's cgroups, pins and files when it ends, also on failure or Ctrl-C.
+// Command wirken-bench is `make bench`: the workloads of issue 9 (keep-alive POST shaped like an
+// LLM call, a new connection per request, open-loop latency at 1,000 req/s, 1,000 connections,
+// SSE, 100 MB up/download, start-up, wirken's feature ablation, the eBPF connect() cost) against
+// a direct TLS upstream, wirken (transparent, through its eBPF steering, the load client inside
+// an agent cgroup), an nginx TLS reverse proxy, mitmdump and Squid ssl-bump, interleaved in one
+// run with a direct run before and after each trial. It writes bench/RESULTS.md. Run it as root
+// in a fresh network namespace (the Makefile uses `unshare --net`): every server listens on
+// that namespace's loopback, and it removes the daemon's cgroups, pins and files when it ends,
+// also on failure or Ctrl-C. `wirken-bench load` (the load generator) and `wirken-bench sink`
+// (SSE, upload and OTLP server) are the same binary, run by the bench.
 package main
 
 import (

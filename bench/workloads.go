@@ -347,7 +347,7 @@ func (b *bench) workloads() []*workload {
 		{name: "connect", title: "W8: connect() overhead of the eBPF redirect", trials: light, bracket: "ns_per_connect",
 			about: "5,000 `connect()` calls (each closed at once with a reset) to api.bench.local:443 from inside the agent's cgroup (the connect4 program rewrites them to wirken's " +
 				"listener) and from outside to the upstream's address; per call, in the load generator. And the connect4 program itself: `run_time_ns ÷ run_cnt` from the kernel's BPF " +
-				"statistics (`kernel.bpf_stats_enabled=1` for the run, restored after; the stats' own clock reads make it an upper bound).",
+				"statistics (turned on for the workload with `BPF_ENABLE_STATS`, the counters `kernel.bpf_stats_enabled` turns on, and off after; their own clock reads make it an upper bound).",
 			metrics: []metric{{key: "ns_per_connect", label: "connect() ns, added", vs: minusDirect}, {key: "ns_per_connect", label: "connect() ns"},
 				{key: "bpf_ns_per_run", label: "connect4 program ns per run", target: &target{text: "eBPF connect() overhead ≤ 5 µs (program run time)", limit: 5000}}, {key: "bpf_runs", label: "program runs"}},
 			run:   b.connectRun,
