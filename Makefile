@@ -48,7 +48,7 @@ demo: build
 ## 1,000 req/s, 1,000 connections, SSE, 100 MB up/download, start-up, wirken's feature ablation,
 ## eBPF connect() cost) against direct, wirken (through its eBPF steering), an nginx TLS reverse
 ## proxy, mitmdump and Squid ssl-bump, interleaved with direct brackets, in a throwaway network
-## namespace; writes bench/RESULTS.md (~15-20 min). As root; not part of make test. Installs
+## namespace; writes bench/RESULTS.md (~20 min). As root; not part of make test. Installs
 ## nginx-light, wrk, mitmproxy, squid-openssl and iptables with apt-get if missing.
 ## BENCH_FLAGS="-workloads keepalive,latency -paths wirken,nginx-rp -trials 1" for a quick run;
 ## see README for -heavy-trials, -conns-trials, -duration.
