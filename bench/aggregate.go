@@ -79,6 +79,11 @@ func column(ts []trial, path string, m metric) []float64 {
 	for _, t := range ts {
 		var v float64
 		if path == "direct" {
+			_, a := t.before[m.key]
+			_, b := t.after[m.key]
+			if !a || !b {
+				continue // a figure only proxies have (RSS, proxy CPU)
+			}
 			v = directMean(t, m.key)
 		} else {
 			fig, ok := t.paths[path]

@@ -63,6 +63,7 @@ func TestColumnAgainstDirectAndPeers(t *testing.T) {
 	eq("as is", column(ts, "nginx-rp", metric{key: "rps"}), []float64{800, 1000, 900})
 	eq("direct", column(ts, "direct", metric{key: "rps"}), []float64{1000, 2000, 1000})
 	eq("missing key", column(ts, "wirken", metric{key: "kb_per_conn"}), nil)
+	eq("direct lacks it", column(ts, "direct", metric{key: "kb_per_conn"}), nil)
 }
 
 func TestStatsAndPercentile(t *testing.T) {
