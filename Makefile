@@ -44,12 +44,14 @@ demo: build
 	CGO_ENABLED=0 $(GO) build -o bin/wirken-demo ./demo
 	unshare --net -- bin/wirken-demo --wirken $(BIN)
 
-## bench: issue 9's first workload (a small JSON POST shaped like an LLM call, keep-alive) against
-## direct, wirken (through its eBPF steering), an nginx TLS reverse proxy, mitmdump and Squid
-## ssl-bump, interleaved with direct brackets, in a throwaway network namespace; writes
-## bench/RESULTS.md. As root; not part of make test. Installs nginx-light, wrk, mitmproxy,
-## squid-openssl and iptables with apt-get if missing.
-## BENCH_FLAGS="-trials 7 -duration 10s" for a longer run.
+## bench: issue 9's workloads (keep-alive POST, a new connection per request, open-loop latency at
+## 1,000 req/s, 1,000 connections, SSE, 100 MB up/download, start-up, wirken's feature ablation,
+## eBPF connect() cost) against direct, wirken (through its eBPF steering), an nginx TLS reverse
+## proxy, mitmdump and Squid ssl-bump, interleaved with direct brackets, in a throwaway network
+## namespace; writes bench/RESULTS.md (~20 min). As root; not part of make test. Installs
+## nginx-light, wrk, mitmproxy, squid-openssl and iptables with apt-get if missing.
+## BENCH_FLAGS="-workloads keepalive,latency -paths wirken,nginx-rp -trials 1" for a quick run;
+## see README for -heavy-trials, -conns-trials, -duration.
 BENCH_FLAGS ?=
 bench: build
 	@test "$$(id -u)" = 0 || { echo "make bench: run me as root (eBPF, cgroups, a network namespace)"; exit 1; }

@@ -1,10 +1,13 @@
-// Command wirken-bench is `make bench`: the first workload of issue 9 (a small JSON POST shaped
-// like an LLM call, over keep-alive) against a direct TLS upstream, wirken (transparent, through
-// its eBPF steering, the load client inside an agent cgroup), an nginx TLS reverse proxy and
-// mitmdump, interleaved in one run with a direct run before and after each trial. It writes
-// bench/RESULTS.md. Run it as root in a fresh network namespace (the Makefile uses
-// `unshare --net`): every server listens on that namespace's loopback, and it removes the
-// daemon's cgroups, pins and files when it ends, also on failure or Ctrl-C.
+// Command wirken-bench is `make bench`: the workloads of issue 9 (keep-alive POST shaped like an
+// LLM call, a new connection per request, open-loop latency at 1,000 req/s, 1,000 connections,
+// SSE, 100 MB up/download, start-up, wirken's feature ablation, the eBPF connect() cost) against
+// a direct TLS upstream, wirken (transparent, through its eBPF steering, the load client inside
+// an agent cgroup), an nginx TLS reverse proxy, mitmdump and Squid ssl-bump, interleaved in one
+// run with a direct run before and after each trial. It writes bench/RESULTS.md. Run it as root
+// in a fresh network namespace (the Makefile uses `unshare --net`): every server listens on
+// that namespace's loopback, and it removes the daemon's cgroups, pins and files when it ends,
+// also on failure or Ctrl-C. `wirken-bench load` (the load generator) and `wirken-bench sink`
+// (SSE, upload and OTLP server) are the same binary, run by the bench.
 package main
 
 import (
@@ -25,7 +28,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,6 +45,8 @@ const (
 	squidUp  = "127.0.0.3" // the upstream again, reached only through Squid's interception
 	squidTLS = "127.0.0.1:3129"
 	agent    = "bench"
+	sinkAddr = "127.0.0.1:8446" // the bench's SSE and upload server, behind the upstream nginx
+	otlpAddr = "127.0.0.1:4318" // the bench's OTLP/HTTP receiver
 )
 
 // A 360-byte-ish chat completion, as the upstream answers every request.
@@ -52,16 +56,35 @@ const answer = `{"id":"chatcmpl-bench","object":"chat.completion","created":1700
 var body = `{"model":"bench-model","max_tokens":64,"messages":[{"role":"system","content":"You are a benchmark."},{"role":"user","content":"` + strings.Repeat("lorem ipsum ", 80) + `"}]}`
 
 func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "load" || os.Args[1] == "sink") {
+		run := loadMain
+		if os.Args[1] == "sink" {
+			run = sinkMain
+		}
+		if err := run(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "wirken: error: bench %s: %v\n", os.Args[1], err)
+			os.Exit(1)
+		}
+		return
+	}
 	b := &bench{}
 	flag.StringVar(&b.bin, "wirken", "bin/wirken", "the wirken binary under test")
-	flag.IntVar(&b.trials, "trials", 5, "trials (each: direct, every path, direct)")
-	flag.DurationVar(&b.dur, "duration", 5*time.Second, "length of each load run")
-	flag.IntVar(&b.conns, "conns", 50, "keep-alive connections of the load client")
+	flag.IntVar(&b.trialsN, "trials", 3, "trials of the light workloads (each: direct, every path, direct)")
+	flag.IntVar(&b.heavyTrials, "heavy-trials", 2, "trials of the heavy workloads (sse, download, upload)")
+	flag.IntVar(&b.connsTrials, "conns-trials", 1, "trials of conns1000 (opening 1,000 TLS connections through Squid or mitmdump takes about a minute)")
+	flag.DurationVar(&b.dur, "duration", 5*time.Second, "length of each load run (keepalive, newconn, latency, conns1000, ablation)")
+	flag.IntVar(&b.conns, "conns", 50, "keep-alive connections of wrk in keepalive and ablation")
 	flag.StringVar(&b.out, "out", "bench/RESULTS.md", "where to write the results")
 	flag.StringVar(&b.commit, "commit", "", "the commit under test (for RESULTS.md)")
-	flag.BoolVar(&b.noMitm, "no-mitmdump", false, "leave mitmdump out")
-	flag.BoolVar(&b.noSquid, "no-squid", false, "leave Squid out")
+	flag.StringVar(&b.sel, "workloads", "all", "comma-separated workloads: "+strings.Join(workloadNames, ","))
+	flag.StringVar(&b.pathSel, "paths", "all", "comma-separated paths besides direct: wirken,nginx-rp,mitmdump,squid")
+	noMitm := flag.Bool("no-mitmdump", false, "leave mitmdump out (as -paths without it)")
+	noSquid := flag.Bool("no-squid", false, "leave Squid out (as -paths without it)")
 	flag.Parse()
+	if err := b.choose(*noMitm, *noSquid); err != nil {
+		fmt.Fprintf(os.Stderr, "wirken: error: bench: %v\n", err)
+		os.Exit(2)
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -80,32 +103,67 @@ func main() {
 	}
 }
 
+var (
+	workloadNames = []string{"keepalive", "newconn", "latency", "conns1000", "sse", "download", "upload", "startup", "ablation", "connect"}
+	pathNames     = []string{"wirken", "nginx-rp", "mitmdump", "squid"}
+)
+
 type bench struct {
-	bin, out, commit string
-	trials, conns    int
-	dur              time.Duration
-	noMitm, noSquid  bool
-
-	dir, config, cgroup, pinDir string
-	procs                       []*exec.Cmd
-	daemon                      *exec.Cmd
-	daemonLog                   bytes.Buffer
-	daemonGone                  chan struct{} // closed when the daemon has exited
-	dns                         *zone.Server
-	readyMs                     float64
-	idleRSSKB                   int
-	raw                         []string // one line per trial, accepted or not
-	loadStart                   string
+	bin, out, commit, self           string
+	trialsN, heavyTrials, conns      int
+	connsTrials                      int
+	dur                              time.Duration
+	sel, pathSel                     string
+	workloadsOn, pathsOn             map[string]bool
+	dir, config, cgroup, pinDir, shm string
+	procs                            []*exec.Cmd
+	daemon                           *exec.Cmd
+	daemonLog                        bytes.Buffer
+	daemonGone                       chan struct{} // closed when the daemon has exited
+	variant                          string        // the configuration the daemon runs
+	dns                              *zone.Server
+	readyMs, firstReadyMs            float64
+	idleRSSKB                        int
+	peerReadyMs                      map[string]float64
+	loadStart                        string
 }
 
-// path is one way from the load client to the upstream.
-type path struct {
-	name string
-	pid  func() int // the proxy's process whose CPU is counted (0: none)
-	argv []string   // the load client, url last
+// choose reads -workloads and -paths.
+func (b *bench) choose(noMitm, noSquid bool) error {
+	pick := func(sel string, names []string) (map[string]bool, error) {
+		on := map[string]bool{}
+		if sel == "all" {
+			for _, n := range names {
+				on[n] = true
+			}
+			return on, nil
+		}
+		for _, n := range strings.Split(sel, ",") {
+			if n = strings.TrimSpace(n); !slices.Contains(names, n) {
+				return nil, fmt.Errorf("unknown %q: want some of %s", n, strings.Join(names, ","))
+			}
+			on[n] = true
+		}
+		return on, nil
+	}
+	var err error
+	if b.workloadsOn, err = pick(b.sel, workloadNames); err != nil {
+		return fmt.Errorf("-workloads: %w", err)
+	}
+	if b.pathsOn, err = pick(b.pathSel, pathNames); err != nil {
+		return fmt.Errorf("-paths: %w", err)
+	}
+	if noMitm {
+		delete(b.pathsOn, "mitmdump")
+	}
+	if noSquid {
+		delete(b.pathsOn, "squid")
+	}
+	if b.trialsN < 1 || b.heavyTrials < 1 || b.connsTrials < 1 {
+		return errors.New("-trials, -heavy-trials and -conns-trials must be at least 1")
+	}
+	return nil
 }
-
-type sample struct{ reqs, rps, cpuUsPerReq, sockErrs float64 }
 
 func (b *bench) run() error {
 	if os.Geteuid() != 0 {
@@ -121,36 +179,38 @@ func (b *bench) run() error {
 	if b.dir, err = os.MkdirTemp("", "wirken-bench-"); err != nil {
 		return err
 	}
-	os.Chmod(b.dir, 0o711) // the agent user reads the wrk script and the public CA bundle
+	os.Chmod(b.dir, 0o711) // the agent user runs the load generator and reads the wrk script
 	u := make([]byte, 4)
 	rand.Read(u)
 	id := hex.EncodeToString(u)
 	b.cgroup = "wirken-bench-" + id
 	b.pinDir = "/sys/fs/bpf/wirken-bench-" + id
+	b.shm = "/dev/shm/wirken-bench-" + id
+	b.peerReadyMs = map[string]float64{}
 
-	if err := b.certs(); err != nil {
-		return fmt.Errorf("writing certificates: %w", err)
-	}
-	if _, err := b.nginxPid("up", upstreamConf, "0"); err != nil {
-		return err
-	}
-	nginxPid, err := b.nginxRP()
+	// The load generator and sink are this binary, copied where the agent user can run it.
+	me, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	var mitmPid int
-	if !b.noMitm {
-		if mitmPid, err = b.mitmdump(); err != nil {
-			return err
-		}
+	b.self = filepath.Join(b.dir, "wirken-bench")
+	if err := copyFile(me, b.self, 0o755); err != nil {
+		return fmt.Errorf("copying the load generator: %w", err)
 	}
-	var squidPid int
-	if !b.noSquid {
-		if squidPid, err = b.squid(); err != nil {
-			return err
-		}
+	if err := b.certs(); err != nil {
+		return fmt.Errorf("writing certificates: %w", err)
 	}
-	if err := b.startWirken(); err != nil {
+	if err := writeBlob(filepath.Join(b.dir, "blob"), 100<<20); err != nil {
+		return fmt.Errorf("writing the download file: %w", err)
+	}
+	sink, err := b.start("sink", "taskset", "-c", "0", b.self, "sink", "-listen", sinkAddr, "-otlp", otlpAddr)
+	if err != nil {
+		return err
+	}
+	if err := waitTCP(sinkAddr, sink, 10*time.Second); err != nil {
+		return err
+	}
+	if _, err := b.nginxPid("up", upstreamConf, "0"); err != nil {
 		return err
 	}
 	// The POST; Squid gets it with the Host the URL gives (its interception checks the Host).
@@ -161,128 +221,112 @@ func (b *bench) run() error {
 		}
 	}
 	script := filepath.Join(b.dir, "post.lua")
-	wrk := func(url string) []string {
-		return []string{"taskset", "-c", "0", "wrk", "-t1", "-c" + strconv.Itoa(b.conns), "-d" + strconv.Itoa(int(b.dur.Seconds())) + "s", "-s", script, url}
+	direct := path{name: "direct", wrkURL: "https://" + upAddr, wrkScript: script, loadURL: "https://" + host, connectTo: upAddr + ":443"}
+	var paths []path
+	if b.pathsOn["wirken"] {
+		if err := b.prepareWirken(); err != nil {
+			return err
+		}
+		if err := b.startDaemon("full"); err != nil {
+			return err
+		}
+		b.firstReadyMs = b.readyMs
+		time.Sleep(2 * time.Second)
+		b.idleRSSKB = rssKB(b.daemon.Process.Pid)
+		paths = append(paths, b.wirkenPath(nil))
 	}
-	none := func() int { return 0 }
-	direct := path{"direct", none, wrk("https://" + upAddr + "/v1/chat/completions")}
-	paths := []path{
-		{"wirken", func() int { return b.daemon.Process.Pid }, append([]string{b.bin, "exec", "--config", b.config, "--agent", agent, "--"}, wrk("https://"+host+"/v1/chat/completions")...)},
-		{"nginx-rp", func() int { return nginxPid }, wrk("https://" + nginxRP + "/v1/chat/completions")},
+	if b.pathsOn["nginx-rp"] {
+		t0 := time.Now()
+		pid, err := b.nginxRP()
+		if err != nil {
+			return err
+		}
+		p := path{name: "nginx-rp", pid: func() int { return pid }, wrkURL: "https://" + nginxRP, wrkScript: script, loadURL: "https://" + host, connectTo: nginxRP}
+		if err := b.firstResponse(p, t0); err != nil {
+			return err
+		}
+		paths = append(paths, p)
 	}
-	if !b.noMitm {
-		paths = append(paths, path{"mitmdump", func() int { return mitmPid }, wrk("https://" + mitmAddr + "/v1/chat/completions")})
+	if b.pathsOn["mitmdump"] {
+		t0 := time.Now()
+		pid, err := b.mitmdump()
+		if err != nil {
+			return err
+		}
+		p := path{name: "mitmdump", pid: func() int { return pid }, wrkURL: "https://" + mitmAddr, wrkScript: script, loadURL: "https://" + host, connectTo: mitmAddr}
+		if err := b.firstResponse(p, t0); err != nil {
+			return err
+		}
+		paths = append(paths, p)
 	}
-	if !b.noSquid {
-		argv := wrk("https://" + squidUp + "/v1/chat/completions")
-		argv[len(argv)-2] = filepath.Join(b.dir, "post-urlhost.lua")
-		paths = append(paths, path{"squid", func() int { return squidPid }, argv})
+	if b.pathsOn["squid"] {
+		t0 := time.Now()
+		pid, err := b.squid()
+		if err != nil {
+			return err
+		}
+		p := path{name: "squid", pid: func() int { return pid }, wrkURL: "https://" + squidUp, wrkScript: filepath.Join(b.dir, "post-urlhost.lua"), loadURL: "https://" + squidUp}
+		if err := b.firstResponse(p, t0); err != nil {
+			return err
+		}
+		paths = append(paths, p)
 	}
 	// One short warm-up of each path (connection pools, minted certificates), not counted.
 	for _, p := range append([]path{direct}, paths...) {
-		if _, err := b.load(p, 2*time.Second); err != nil {
+		if _, err := b.wrk(b.wrkArgs(p, b.conns, 2*time.Second)); err != nil {
 			return fmt.Errorf("warm-up of %s: %w", p.name, err)
 		}
 	}
 	b.loadStart = loadavg()
-	res := map[string][]sample{}
-	ratios := map[string][]float64{}
-	cpuVsNginx := map[string][]float64{}
-	var dropped []string
 	start := time.Now()
-	for t := 0; t < b.trials; t++ {
-		// Rotate the order so no path always runs right after the first direct bracket.
-		order := append(paths[t%len(paths):len(paths):len(paths)], paths[:t%len(paths)]...)
-		d1, err := b.load(direct, b.dur)
-		if err != nil {
-			return err
-		}
-		got := map[string]sample{}
-		for _, p := range order {
-			s, err := b.load(p, b.dur)
-			if err != nil {
-				return err
-			}
-			got[p.name] = s
-		}
-		d2, err := b.load(direct, b.dur)
-		if err != nil {
-			return err
-		}
-		spread := abs(d1.rps-d2.rps) / max(d1.rps, d2.rps)
-		fmt.Printf("trial %d: direct %.0f / %.0f req/s (%.1f%% apart)", t+1, d1.rps, d2.rps, 100*spread)
-		for _, p := range paths {
-			fmt.Printf(", %s %.0f req/s %.1f cpu-us/req", p.name, got[p.name].rps, got[p.name].cpuUsPerReq)
-		}
-		fmt.Println()
-		line := fmt.Sprintf("trial %d: direct %.0f then %.0f req/s", t+1, d1.rps, d2.rps)
-		for _, p := range paths {
-			line += fmt.Sprintf("; %s %.0f req/s, %.1f CPU-µs/req", p.name, got[p.name].rps, got[p.name].cpuUsPerReq)
-			if e := got[p.name].sockErrs; e > 0 {
-				line += fmt.Sprintf(" (%.0f client socket errors in %.0f requests)", e, got[p.name].reqs)
-			}
-		}
-		b.raw = append(b.raw, line)
-		if spread > 0.10 {
-			dropped = append(dropped, fmt.Sprintf("trial %d (direct %.0f then %.0f req/s, %.0f%% apart)", t+1, d1.rps, d2.rps, 100*spread))
+	var results []*result
+	for _, w := range b.workloads() {
+		if !b.workloadsOn[w.name] {
 			continue
 		}
-		ref := (d1.rps + d2.rps) / 2
-		res["direct"] = append(res["direct"], sample{rps: ref})
-		for _, p := range paths {
-			s := got[p.name]
-			res[p.name] = append(res[p.name], s)
-			ratios[p.name] = append(ratios[p.name], s.rps/ref)
-			cpuVsNginx[p.name] = append(cpuVsNginx[p.name], s.cpuUsPerReq/got["nginx-rp"].cpuUsPerReq)
+		ps := paths
+		if w.paths != nil {
+			ps = w.paths(paths)
+		}
+		if len(ps) == 0 {
+			results = append(results, &result{w: w, err: "no selected path can run it (it needs the wirken path)"})
+			continue
+		}
+		if w.name == "ablation" || w.name == "connect" {
+			if !b.pathsOn["wirken"] {
+				results = append(results, &result{w: w, err: "it needs the wirken path"})
+				continue
+			}
+		}
+		var r *result
+		if w.name == "connect" {
+			r = b.withBPFStats(func() *result { return b.trials(w, b.connectDirect(), ps) })
+		} else {
+			r = b.trials(w, direct, ps)
+		}
+		r.w = w
+		results = append(results, r)
+		if b.pathsOn["wirken"] && b.variant != "full" {
+			if err := b.startDaemon("full"); err != nil {
+				return err
+			}
 		}
 	}
-	return b.write(paths, res, ratios, cpuVsNginx, dropped, time.Since(start))
+	var st *startup
+	if b.workloadsOn["startup"] {
+		st = b.startupRuns(paths)
+	}
+	return b.write(paths, results, st, time.Since(start))
 }
 
-// load runs the load client of p for d and counts the proxy's CPU over the run.
-func (b *bench) load(p path, d time.Duration) (sample, error) {
-	argv := slices.Clone(p.argv)
-	for i, a := range argv {
-		if strings.HasPrefix(a, "-d") && strings.HasSuffix(a, "s") && i > 0 && argv[i-1] != "-s" {
-			argv[i] = "-d" + strconv.Itoa(int(d.Seconds())) + "s"
-		}
+// firstResponse times p's start (from t0) to its first proxied 200.
+func (b *bench) firstResponse(p path, t0 time.Time) error {
+	g := &loadgen{url: p.loadURL + "/v1/chat/completions", connectTo: p.connectTo, method: "POST", timeout: 30 * time.Second}
+	if _, err := g.probe(); err != nil {
+		return fmt.Errorf("%s: the first request: %w\n%s", p.name, err, b.logs())
 	}
-	pid := p.pid()
-	cpu0 := cpuTicks(pid)
-	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
-	cpu1 := cpuTicks(pid)
-	if err != nil {
-		return sample{}, fmt.Errorf("load client of %s: %v: %s", p.name, err, out)
-	}
-	s := string(out)
-	if os.Getenv("BENCH_DEBUG") != "" {
-		fmt.Println(s, b.logs())
-	}
-	if m := regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`).FindStringSubmatch(s); m != nil {
-		return sample{}, fmt.Errorf("%s: %s requests did not get a 2xx answer:\n%s\nlogs:\n%s", p.name, m[1], s, b.logs())
-	}
-	reqs := regexp.MustCompile(`(\d+) requests in`).FindStringSubmatch(s)
-	rps := regexp.MustCompile(`Requests/sec:\s+([\d.]+)`).FindStringSubmatch(s)
-	if reqs == nil || rps == nil {
-		return sample{}, fmt.Errorf("%s: cannot read wrk's output:\n%s", p.name, s)
-	}
-	n, _ := strconv.ParseFloat(reqs[1], 64)
-	r, _ := strconv.ParseFloat(rps[1], 64)
-	if n == 0 {
-		return sample{}, fmt.Errorf("%s: no request completed:\n%s\nlogs:\n%s", p.name, s, b.logs())
-	}
-	smp := sample{reqs: n, rps: r}
-	// wrk counts a connection the server closed under it as a read error, then reconnects.
-	if m := regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`).FindStringSubmatch(s); m != nil {
-		for _, f := range m[1:] {
-			e, _ := strconv.ParseFloat(f, 64)
-			smp.sockErrs += e
-		}
-	}
-	if pid != 0 {
-		smp.cpuUsPerReq = float64(cpu1-cpu0) * 1e6 / clockTicks / n
-	}
-	return smp, nil
+	b.peerReadyMs[p.name] = float64(time.Since(t0).Microseconds()) / 1000
+	return nil
 }
 
 // logs is the tail of every server log, for an error.
@@ -437,8 +481,12 @@ http {
 `
 
 // upstreamConf: the LLM-shaped upstream on 127.0.0.2:443.
-var upstreamConf = nginxCommon + `  server { listen ` + upAddr + `:443 ssl; listen ` + squidUp + `:443 ssl; server_name ` + host + `;
-    location / { default_type application/json; return 200 '` + answer + `'; } }
+var upstreamConf = nginxCommon + `  upstream sink { server ` + sinkAddr + `; keepalive 64; }
+  server { listen ` + upAddr + `:443 ssl; listen ` + squidUp + `:443 ssl; server_name ` + host + `; client_max_body_size 0;
+    location / { default_type application/json; return 200 '` + answer + `'; }
+    location = /v1/stream { proxy_pass http://sink; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+    location = /v1/upload { proxy_pass http://sink; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_request_buffering off; client_body_buffer_size 256k; }
+    location = /v1/download { default_type application/octet-stream; alias %[2]s/blob; } }
 }
 `
 
@@ -448,7 +496,14 @@ var rpConf = nginxCommon + `  upstream up { server ` + upAddr + `:443; keepalive
     location / { proxy_pass https://up; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host ` + host + `; proxy_set_header Authorization "Bearer sk-injected-by-nginx";
       proxy_ssl_protocols TLSv1.3; proxy_ssl_verify on; proxy_ssl_trusted_certificate %[2]s/upca.pem; proxy_ssl_name ` + host + `;
-      proxy_ssl_server_name on; proxy_ssl_session_reuse on; proxy_buffering off; } }
+      proxy_ssl_server_name on; proxy_ssl_session_reuse on; proxy_buffering off;
+      client_max_body_size 0; proxy_request_buffering off; client_body_buffer_size 256k; proxy_read_timeout 120s; }
+    # Bulk downloads buffered in memory (64 KB reads) rather than relayed 4 KB at a time.
+    location = /v1/download { proxy_pass https://up; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host ` + host + `; proxy_set_header Authorization "Bearer sk-injected-by-nginx";
+      proxy_ssl_protocols TLSv1.3; proxy_ssl_verify on; proxy_ssl_trusted_certificate %[2]s/upca.pem; proxy_ssl_name ` + host + `;
+      proxy_ssl_server_name on; proxy_ssl_session_reuse on; proxy_buffering on; proxy_buffer_size 64k; proxy_buffers 16 64k;
+      proxy_busy_buffers_size 128k; proxy_max_temp_file_size 0; } }
 }
 `
 
@@ -581,73 +636,6 @@ func (b *bench) wirken(stdin string, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// startWirken writes a config, vault and CA of its own, starts the daemon pinned to CPU 1 and
-// times it from exec to the first `wirken status` that answers.
-func (b *bench) startWirken() error {
-	var err error
-	if b.dns, err = zone.Start(map[string]string{host: upAddr}); err != nil {
-		return err
-	}
-	// The agent may POST to the upstream's /v1/ with the vault secret injected; nothing else.
-	policy := fmt.Sprintf(`version = 1
-agents.%[1]s = { user = "nobody" }
-credentials.llm = { secret = "llm-key", hosts = [%[2]q], header = "Authorization", format = "Bearer {secret}" }
-rules = [{ name = "bench-llm", agent = %[1]q, hosts = [%[2]q], ports = [443], methods = ["POST"], paths = ["/v1/"], credential = "llm" }]
-`, agent, host)
-	// Its own state, cgroup tree and pin dir; its resolver forwards to the bench's DNS server.
-	config := fmt.Sprintf(`policy = "policy.toml"
-state_dir = "state"
-control_socket = "state/control.sock"
-proxy = { port = 15001, upstream_ca_files = ["upca.pem"] }
-cgroup = { root = %q }
-bpf = { pin_dir = %q }
-dns = { upstreams = [%q] }
-log = { format = "json", level = "warn" }
-`, b.cgroup, b.pinDir, b.dns.Addr)
-	b.config = filepath.Join(b.dir, "wirken.toml")
-	for name, data := range map[string]string{"policy.toml": policy, "wirken.toml": config} {
-		if err := os.WriteFile(filepath.Join(b.dir, name), []byte(data), 0o644); err != nil {
-			return err
-		}
-	}
-	for _, args := range [][]string{{"vault", "init"}, {"ca", "init"}} {
-		if _, err := b.wirken("", args...); err != nil {
-			return err
-		}
-	}
-	secret := make([]byte, 16)
-	rand.Read(secret)
-	if _, err := b.wirken("sk-bench-"+hex.EncodeToString(secret)+"\n", "vault", "put", "--host", host, "llm-key"); err != nil {
-		return err
-	}
-	b.daemon = exec.Command("taskset", "-c", "1", b.bin, "run", "--config", b.config)
-	b.daemon.Stdout, b.daemon.Stderr = &b.daemonLog, &b.daemonLog
-	t0 := time.Now()
-	if err := b.daemon.Start(); err != nil {
-		return err
-	}
-	exited := make(chan error, 1)
-	b.daemonGone = make(chan struct{})
-	go func() { exited <- b.daemon.Wait(); close(b.daemonGone) }()
-	for deadline := t0.Add(20 * time.Second); ; {
-		if _, err := b.wirken("", "status"); err == nil {
-			b.readyMs = float64(time.Since(t0).Microseconds()) / 1000
-			break
-		}
-		if time.Now().After(deadline) {
-			return errors.New("the daemon did not start within 20 s")
-		}
-		select {
-		case err := <-exited:
-			return fmt.Errorf("the daemon exited during start-up: %v", err)
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-	time.Sleep(2 * time.Second)
-	b.idleRSSKB = rssKB(b.daemon.Process.Pid)
-	return nil
-}
-
 func rssKB(pid int) int {
 	raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	for _, l := range strings.Split(string(raw), "\n") {
@@ -672,11 +660,7 @@ func halt(send func(syscall.Signal), gone <-chan struct{}, grace time.Duration) 
 
 // cleanup stops every process it started and removes the daemon's cgroups, pins and files.
 func (b *bench) cleanup() {
-	if b.daemon != nil && b.daemonGone != nil {
-		pid := b.daemon.Process.Pid
-		halt(func(s syscall.Signal) { syscall.Kill(pid, s) }, b.daemonGone, 15*time.Second)
-		b.daemon = nil
-	}
+	b.stopDaemon()
 	for _, p := range b.procs {
 		gone := make(chan struct{})
 		go func() { p.Wait(); close(gone) }()
@@ -691,6 +675,9 @@ func (b *bench) cleanup() {
 				fmt.Fprintf(os.Stderr, "cleanup: %v: %s\n", err, out)
 			}
 		}
+	}
+	if b.shm != "" {
+		os.RemoveAll(b.shm)
 	}
 	if b.pinDir != "" {
 		os.RemoveAll(b.pinDir)

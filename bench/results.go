@@ -6,25 +6,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"time"
 )
-
-// stats is the median of xs and its range.
-func stats(xs []float64) (med, lo, hi float64) {
-	if len(xs) == 0 {
-		return 0, 0, 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	n := len(s)
-	med = s[n/2]
-	if n%2 == 0 {
-		med = (s[n/2-1] + s[n/2]) / 2
-	}
-	return med, s[0], s[n-1]
-}
 
 func cmdOut(argv ...string) string {
 	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
@@ -53,60 +37,196 @@ func cpuModel() string {
 	return "unknown"
 }
 
-// write renders RESULTS.md from the accepted trials, atomically.
-func (b *bench) write(paths []path, res map[string][]sample, ratios, cpuVsNginx map[string][]float64, dropped []string, took time.Duration) error {
+// cell is a median with its range, or why there is none.
+func cell(xs []float64) string {
+	if len(xs) == 0 {
+		return "—"
+	}
+	m, lo, hi := stats(xs)
+	if len(xs) == 1 {
+		return num(m)
+	}
+	return fmt.Sprintf("%s [%s–%s]", num(m), num(lo), num(hi))
+}
+
+// table renders r's accepted trials (all of them, marked, when none was accepted).
+func table(w *strings.Builder, r *result) {
+	ts := r.accepted
+	if len(ts) == 0 && len(r.trials) > 0 {
+		fmt.Fprintf(w, "**No trial was accepted** (the direct runs moved more than 10%% on `%s` in every trial); the table shows all %d trials, unfiltered.\n\n", r.w.bracket, len(r.trials))
+		ts = r.trials
+	}
+	fmt.Fprintf(w, "| path |")
+	for _, m := range r.w.metrics {
+		fmt.Fprintf(w, " %s |", m.label)
+	}
+	fmt.Fprintf(w, "\n|---|")
+	for range r.w.metrics {
+		fmt.Fprintf(w, "---|")
+	}
+	fmt.Fprintln(w)
+	for _, p := range append([]string{"direct"}, r.paths...) {
+		fmt.Fprintf(w, "| %s |", p)
+		for _, m := range r.w.metrics {
+			if p == "direct" && (m.vs == minusDirect || m.vs == ratioToPath || m.key == "cpu_us_per_req" || m.key == "cpu_ms_per_mib") {
+				fmt.Fprintf(w, " — |")
+				continue
+			}
+			fmt.Fprintf(w, " %s |", cell(column(ts, p, m)))
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
+	for _, p := range r.paths {
+		n := 0
+		var last string
+		for _, t := range r.trials {
+			if e, ok := t.errs[p]; ok {
+				n++
+				last = e
+			}
+		}
+		if n > 0 {
+			fmt.Fprintf(w, "- **%s failed %d of %d runs**: %s\n", p, n, len(r.trials), last)
+		}
+	}
+}
+
+// targetRows are the issue's targets that r's wirken figures answer.
+func targetRows(r *result) []string {
+	var rows []string
+	ts, note := r.accepted, ""
+	if len(ts) == 0 {
+		ts, note = r.trials, ", no trial accepted: all trials unfiltered"
+	}
+	for _, m := range r.w.metrics {
+		if m.target == nil {
+			continue
+		}
+		xs := column(ts, "wirken", m)
+		v := "no figure"
+		verdict := "not measured"
+		if len(xs) > 0 {
+			med, _, _ := stats(xs)
+			v = cell(xs)
+			verdict = "**not met**"
+			if m.target.met(med) {
+				verdict = "met"
+			}
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %s: %s (%s%s) | %s |", m.target.text, r.w.name, m.label, v, note, verdict))
+	}
+	return rows
+}
+
+// write renders RESULTS.md, atomically.
+func (b *bench) write(paths []path, results []*result, st *startup, took time.Duration) error {
 	var w strings.Builder
-	accepted := len(res["direct"])
 	fmt.Fprintf(&w, "# Benchmark results (written by `make bench`)\n\n")
 	fmt.Fprintf(&w, "- date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&w, "- commit: %s\n", b.commit)
 	fmt.Fprintf(&w, "- machine: %s, %d CPUs, kernel %s\n", cpuModel(), runtime.NumCPU(), cmdOut("uname", "-r"))
-	fmt.Fprintf(&w, "- tools: %s; %s; wrk %s; mitmdump %s; built with %s\n", cmdOut("nginx", "-v"), cmdOut("openssl", "version"),
-		strings.Split(strings.TrimPrefix(cmdOut("sh", "-c", "wrk -v 2>&1 | head -1"), "wrk "), " Copyright")[0], cmdOut("sh", "-c", "mitmdump --version 2>&1 | head -1"), runtime.Version())
+	fmt.Fprintf(&w, "- tools: %s; %s; wrk %s; mitmdump %s; %s; vegeta v12.13.0 (as a library); built with %s\n", cmdOut("nginx", "-v"), cmdOut("openssl", "version"),
+		strings.Split(strings.TrimPrefix(cmdOut("sh", "-c", "wrk -v 2>&1 | head -1"), "wrk "), " Copyright")[0], cmdOut("sh", "-c", "mitmdump --version 2>&1 | head -1"),
+		cmdOut("sh", "-c", "squid -v | head -1"), runtime.Version())
 	fmt.Fprintf(&w, "- load average (1, 5, 15 min) at the start: %s; at the end: %s (the machine is shared: other processes compete for both CPUs)\n", b.loadStart, loadavg())
-	fmt.Fprintf(&w, "- run: %d trials of %s per load run (%d accepted, %d dropped by the 10%% direct-bracket rule), %s in all, after a 2 s warm-up of each path\n",
-		b.trials, b.dur, accepted, len(dropped), took.Round(time.Second))
-	for _, d := range dropped {
-		fmt.Fprintf(&w, "  - dropped: %s\n", d)
-	}
-	fmt.Fprintf(&w, "\n## W1: small JSON POST shaped like an LLM call, keep-alive\n\n")
-	fmt.Fprintf(&w, "`POST /v1/chat/completions` with a %d-byte JSON body; the upstream (nginx, 1 worker, TLS 1.3, ECDSA P-256, CPU 0) answers %d bytes of JSON. "+
-		"Load: wrk, 1 thread, %d keep-alive connections, closed loop, CPU 0. Proxies on CPU 1. Each trial: direct, every path (order rotated per trial), direct. "+
-		"Every path injects an `Authorization` header upstream.\n\n", len(body), len(answer), b.conns)
-	if accepted == 0 {
-		fmt.Fprintf(&w, "**No trial was accepted**: the direct brackets moved more than 10%% in every trial (a busy machine). Run again, or with more trials.\n\n")
-	}
-	fmt.Fprintf(&w, "| path | throughput ÷ direct, median [min–max] | proxy CPU-µs per request, median [min–max] | CPU ÷ nginx-rp, median [min–max] | req/s, median |\n|---|---|---|---|---|\n")
-	m, _, _ := stats(rps(res["direct"]))
-	fmt.Fprintf(&w, "| direct | 1.00 | — | — | %.0f (mean of the two brackets) |\n", m)
+	var names []string
 	for _, p := range paths {
-		r, rl, rh := stats(ratios[p.name])
-		c, cl, ch := stats(cpu(res[p.name]))
-		n, nl, nh := stats(cpuVsNginx[p.name])
-		q, _, _ := stats(rps(res[p.name]))
-		fmt.Fprintf(&w, "| %s | %.2f [%.2f–%.2f] | %.1f [%.1f–%.1f] | %.2f [%.2f–%.2f] | %.0f |\n", p.name, r, rl, rh, c, cl, ch, n, nl, nh, q)
+		names = append(names, p.name)
 	}
-	fmt.Fprintf(&w, "\nPaths: **direct**: wrk to the upstream. **wirken**: wrk run by `wirken exec` in the agent's cgroup against `https://%s/`; "+
-		"the agent's DNS and connect are steered by wirken's eBPF programs to its resolver and proxy, which checks the policy, injects the credential from the vault "+
-		"(aead seal), writes the audit record and forwards (the daemon's defaults: audit on, no OTel exporter). **nginx-rp**: nginx 1 worker as a TLS reverse proxy "+
-		"(terminate, re-encrypt, keep-alive pool to the upstream). **mitmdump**: `mitmdump --mode reverse:` (terminate, inspect, re-encrypt); it is a reverse proxy here, "+
-		"not its CONNECT/transparent mode. **squid**: Squid ssl-bump in intercept mode (an iptables REDIRECT in the bench's namespace sends the client's "+
-		"connections to 127.0.0.3:443 to Squid, which peeks, bumps with its own CA and re-encrypts to the upstream, verifying its chain; only the name check "+
-		"is waived since the client names an IP address).\n\n", host)
-	fmt.Fprintf(&w, "Every trial, as measured:\n\n")
-	for _, l := range b.raw {
-		fmt.Fprintf(&w, "- %s\n", l)
+	fmt.Fprintf(&w, "- run: workloads %s; paths direct,%s; %d trials of the light workloads and %d of the heavy ones, %s per timed load run; %s in all after a 2 s warm-up of each path\n",
+		b.sel, strings.Join(names, ","), b.trialsN, b.heavyTrials, b.dur, took.Round(time.Second))
+	fmt.Fprintf(&w, "- method: each trial runs direct, every path (order rotated per trial), direct; a trial whose two direct runs differ by more than 10%% on the workload's bracket figure is dropped; "+
+		"a cell is the median over the accepted trials [min–max]. Ratios and added figures are against the mean of the same trial's two direct runs. "+
+		"Client, upstream nginx (1 worker) and the bench's SSE/upload/OTLP server on CPU 0; the proxy under test on CPU 1 (taskset). "+
+		"Proxy CPU is utime+stime of the proxy and its children from `/proc/<pid>/stat` (10 ms ticks) over the run. The load clients do not verify certificates (as wrk does not).\n\n")
+
+	fmt.Fprintf(&w, "## Targets (issue 9), wirken path\n\n| target | figure | verdict |\n|---|---|---|\n")
+	for _, r := range results {
+		if r.w == nil || r.err != "" && len(r.trials) == 0 {
+			continue
+		}
+		for _, row := range targetRows(r) {
+			fmt.Fprintln(&w, row)
+		}
 	}
-	fmt.Fprintf(&w, "\nA path with client socket errors had connections closed under the client (wrk reconnects, with a new TLS handshake): "+
-		"its figures are then not keep-alive figures.\n")
-	fmt.Fprintf(&w, "\nCPU is utime+stime from `/proc/<pid>/stat` (and the proxy's child processes) over each load run, ÷ requests; 10 ms ticks.\n")
-	fmt.Fprintf(&w, "Throughput with a closed-loop client on a shared CPU is bounded by the client and upstream; the CPU per request is the figure that carries over.\n\n")
-	fmt.Fprintf(&w, "## wirken start-up and idle\n\n")
-	fmt.Fprintf(&w, "- start to ready (exec of `wirken run` to the first answered `wirken status`, polled every 5 ms; includes vault unseal with aead, CA load, policy, eBPF load and attach): %.0f ms\n", b.readyMs)
-	fmt.Fprintf(&w, "- idle RSS 2 s after ready: %.1f MB\n", float64(b.idleRSSKB)/1024)
-	fmt.Fprintf(&w, "\n## Not measured yet (issue 9)\n\n")
-	fmt.Fprintf(&w, "a new TLS connection per request; 1,000 concurrent connections; SSE; 100 MB up/download; open-loop latency (vegeta); "+
-		"saturation rps of the proxy alone; RSS at 1,000 connections; the feature ablation (policy, vault, audit fsync, OTel); eBPF connect() overhead; profiles (see README).\n")
+	if st != nil && len(st.readyMs) > 0 {
+		m, _, _ := stats(st.readyMs)
+		fmt.Fprintf(&w, "| start to ready ≤ 100 ms with the aead seal | startup: ready ms after the run (%s; the first start, on a fresh state: %s) | %s |\n",
+			cell(st.readyMs), num(b.firstReadyMs), verdict(m <= 100))
+	}
+	idle := []float64{float64(b.idleRSSKB) / 1024}
+	if st != nil && len(st.rssMB) > 0 {
+		idle = st.rssMB
+	}
+	if b.idleRSSKB > 0 {
+		m, _, _ := stats(idle)
+		fmt.Fprintf(&w, "| idle RSS ≤ 20 MB | startup: RSS 2 s after ready, MB (%s) | %s |\n", cell(idle), verdict(m <= 20))
+	}
+	fmt.Fprintln(&w)
+
+	for _, r := range results {
+		fmt.Fprintf(&w, "## %s\n\n%s\n\n", r.w.title, r.w.about)
+		if r.err != "" {
+			fmt.Fprintf(&w, "**The workload stopped**: %s\n\n", r.err)
+		}
+		if len(r.trials) == 0 {
+			continue
+		}
+		fmt.Fprintf(&w, "%d trials, %d accepted, %s.\n\n", len(r.trials), len(r.accepted), r.took.Round(time.Second))
+		table(&w, r)
+		if r.w.name == "ablation" && len(r.accepted)+len(r.trials) > 0 {
+			ts := r.accepted
+			if len(ts) == 0 {
+				ts = r.trials
+			}
+			fmt.Fprintf(&w, "\nStep by step (median of each trial's difference, CPU-µs/request):")
+			for i := 1; i < len(variants); i++ {
+				var d []float64
+				for _, t := range ts {
+					a, b := t.paths[variants[i-1].name], t.paths[variants[i].name]
+					if a != nil && b != nil {
+						d = append(d, b["cpu_us_per_req"]-a["cpu_us_per_req"])
+					}
+				}
+				fmt.Fprintf(&w, " %s %s;", variants[i].name, cell(d))
+			}
+			fmt.Fprintf(&w, " OTLP received by the bench's receiver over the whole run: %s.\n", otlpReceived())
+		}
+		fmt.Fprintf(&w, "\n<details><summary>every trial, as measured</summary>\n\n")
+		for _, t := range r.trials {
+			mark := ""
+			if spread(t, r.w.bracket) > maxSpread {
+				mark = fmt.Sprintf(" **dropped** (direct %s %s then %s)", r.w.bracket, num(t.before[r.w.bracket]), num(t.after[r.w.bracket]))
+			}
+			fmt.Fprintf(&w, "- trial %d%s: %s\n", t.n, mark, trialLine(t, r.paths, r.w.metrics))
+		}
+		fmt.Fprintf(&w, "\n</details>\n\n")
+	}
+
+	fmt.Fprintf(&w, "## Start-up\n\n")
+	if st != nil && len(st.readyMs)+len(st.errs) > 0 {
+		fmt.Fprintf(&w, "wirken restarted %d times (config with the aead seal, audit on disk, OTLP export): exec of `wirken run` to the first answered `wirken status` (polled every 5 ms; "+
+			"vault unseal, CA, policy, eBPF load and attach) **%s ms**; to the first proxied answer an agent gets (a probe started by `wirken exec` right after, retrying every 10 ms) **%s ms**; "+
+			"RSS 2 s after ready **%s MB**. These restarts come after the other workloads, with an audit log of %s MB (the first start, on a fresh state, was ready after %s ms).\n",
+			len(st.readyMs)+len(st.errs), cell(st.readyMs), cell(st.firstMs), cell(st.rssMB), num(st.auditMB), num(b.firstReadyMs))
+		for _, e := range st.errs {
+			fmt.Fprintf(&w, "- failed restart: %s\n", oneLine(e, 300))
+		}
+	} else if b.readyMs > 0 {
+		fmt.Fprintf(&w, "wirken, once (the startup workload was not selected): ready after %.0f ms; idle RSS %.1f MB.\n", b.readyMs, float64(b.idleRSSKB)/1024)
+	}
+	if len(b.peerReadyMs) > 0 {
+		fmt.Fprintf(&w, "\nPeers, once each at the bench's start (exec to the first proxied 200, polled every 10 ms):")
+		for _, p := range paths {
+			if ms, ok := b.peerReadyMs[p.name]; ok {
+				fmt.Fprintf(&w, " %s %s ms;", p.name, num(ms))
+			}
+		}
+		fmt.Fprintln(&w)
+	}
+	fmt.Fprintf(&w, "\nNot measured by this run: profiles (pprof) and the optimization itself (the other half of issue 9).\n")
+
 	tmp, err := os.CreateTemp(filepath.Dir(b.out), ".results-*")
 	if err != nil {
 		return err
@@ -123,18 +243,9 @@ func (b *bench) write(paths []path, res map[string][]sample, ratios, cpuVsNginx 
 	return os.Rename(tmp.Name(), b.out)
 }
 
-func rps(s []sample) []float64 {
-	var r []float64
-	for _, x := range s {
-		r = append(r, x.rps)
+func verdict(ok bool) string {
+	if ok {
+		return "met"
 	}
-	return r
-}
-
-func cpu(s []sample) []float64 {
-	var r []float64
-	for _, x := range s {
-		r = append(r, x.cpuUsPerReq)
-	}
-	return r
+	return "**not met**"
 }
