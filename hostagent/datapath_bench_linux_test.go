@@ -13,6 +13,8 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
+	"runtime/pprof"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -82,6 +84,9 @@ type dataPath struct {
 	tp     *sdktrace.TracerProvider
 	audit  *countingAppender
 	canary string
+	upConns atomic.Int64 // connections the upstream accepted
+	// direct is the same client going straight to the upstream: the baseline to compare with.
+	direct *http.Client
 }
 
 // countingAppender counts the records the recorder made durable.
@@ -134,7 +139,16 @@ func newDataPath(b *testing.B, otel bool) *dataPath {
 		io.WriteString(w, benchAnswer)
 	}))
 	up.TLS = &tls.Config{Certificates: []tls.Certificate{*leaf}}
+	up.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			dp.upConns.Add(1)
+		}
+	}
+	// Goroutines inherit pprof labels: with -cpuprofile, `go tool pprof -tagfocus side=proxy`
+	// shows the proxy's share (its upstream transport and audit writer included) alone.
+	side("upstream")
 	up.StartTLS()
+	side("proxy")
 	b.Cleanup(up.Close)
 	b.Cleanup(func() {
 		if n := bad.Load(); n != 0 {
@@ -230,6 +244,15 @@ func newDataPath(b *testing.B, otel bool) *dataPath {
 		MaxIdleConnsPerHost: 256,
 	}}
 	b.Cleanup(dp.client.CloseIdleConnections)
+	dp.direct = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", upAddr.String())
+		},
+		TLSClientConfig:     &tls.Config{RootCAs: roots, ServerName: "api.bench.test"},
+		MaxIdleConnsPerHost: 256,
+	}}
+	b.Cleanup(dp.direct.CloseIdleConnections)
+	side("client")
 	dp.url = "https://api.bench.test/v1/chat/completions"
 	return dp
 }
@@ -247,6 +270,11 @@ func benchCA(b *testing.B, dir, name, cn string) *mitm.CA {
 	return ca
 }
 
+// side labels the calling goroutine, and those it starts, for CPU profiles.
+func side(name string) {
+	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("side", name)))
+}
+
 // processCPU is the user+system CPU time this process has used.
 func processCPU(b *testing.B) time.Duration {
 	var ru syscall.Rusage
@@ -257,7 +285,19 @@ func processCPU(b *testing.B) time.Duration {
 }
 
 func (dp *dataPath) post() error {
-	resp, err := dp.client.Post(dp.url, "application/json", bytes.NewReader(benchRequest))
+	return dp.postWith(dp.client)
+}
+
+func (dp *dataPath) postWith(c *http.Client) error {
+	req, err := http.NewRequest(http.MethodPost, dp.url, bytes.NewReader(benchRequest))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if c == dp.direct { // what the proxy would inject
+		req.Header.Set("Authorization", "Bearer "+dp.canary)
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}
@@ -270,22 +310,40 @@ func (dp *dataPath) post() error {
 }
 
 // BenchmarkDataPath is one keep-alive POST through the proxy with policy, vault, audit and
-// (in the otel variants) spans all on. Allocations include the in-process client and upstream.
+// (in the otel variants) spans all on; the direct variants send the same request (with the
+// header already in it) straight to the upstream, the baseline to divide by. Allocations and
+// cpu-ns/op include the in-process client and upstream.
 func BenchmarkDataPath(b *testing.B) {
 	for _, c := range []struct {
-		name           string
-		otel, parallel bool
+		name                   string
+		otel, parallel, direct bool
 	}{
-		{"serial", true, false},
-		{"parallel", true, true},
-		{"serial-nootel", false, false},
+		{"serial", true, false, false},
+		{"parallel", true, true, false},
+		{"serial-nootel", false, false, false},
+		{"direct-serial", false, false, true},
+		{"direct-parallel", false, true, true},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			dp := newDataPath(b, c.otel)
-			if err := dp.post(); err != nil { // warm: leaf minted, connections open
-				b.Fatal(err)
+			client := dp.client
+			if c.direct {
+				client = dp.direct
 			}
-			before := dp.audit.n.Load()
+			// Warm: leaf minted, the agent's 50 connections and the upstream pool open.
+			var wg sync.WaitGroup
+			errs := make(chan error, 50)
+			for range 50 {
+				wg.Go(func() { errs <- dp.postWith(client) })
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			before, conns0 := dp.audit.n.Load(), dp.upConns.Load()
 			cpu0 := processCPU(b)
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -293,7 +351,7 @@ func BenchmarkDataPath(b *testing.B) {
 				b.SetParallelism(25) // 50 agent connections on 2 cores, as bench/ uses
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
-						if err := dp.post(); err != nil {
+						if err := dp.postWith(client); err != nil {
 							b.Error(err)
 							return
 						}
@@ -301,7 +359,7 @@ func BenchmarkDataPath(b *testing.B) {
 				})
 			} else {
 				for range b.N {
-					if err := dp.post(); err != nil {
+					if err := dp.postWith(client); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -310,14 +368,16 @@ func BenchmarkDataPath(b *testing.B) {
 			// The process's CPU (proxy, agent client and upstream together) per request: the
 			// in-process counterpart of bench/'s proxy CPU-µs per request.
 			b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+			// Upstream connections opened while measuring: 0 when the pools keep them alive.
+			b.ReportMetric(float64(dp.upConns.Load()-conns0), "upstream-conns")
 			// Result records are queued, not waited for: give the writer a moment.
-			for i := 0; i < 500 && dp.audit.n.Load()-before < int64(2*b.N); i++ {
+			for i := 0; i < 500 && !c.direct && dp.audit.n.Load()-before < int64(2*b.N); i++ {
 				time.Sleep(10 * time.Millisecond)
 			}
-			if after := dp.audit.n.Load(); after-before < int64(2*b.N) { // a use and a result record per request
+			if after := dp.audit.n.Load(); !c.direct && after-before < int64(2*b.N) { // a use and a result record per request
 				b.Fatalf("audit log grew by %d records for %d requests", after-before, b.N)
 			}
-			if dp.tp != nil {
+			if dp.tp != nil && !c.direct {
 				dp.tp.ForceFlush(context.Background())
 				if got := dp.spans.n.Load(); got < int64(b.N) {
 					b.Fatalf("%d spans exported for %d requests", got, b.N)
