@@ -78,12 +78,12 @@ func (e *countingExporter) ExportSpans(_ context.Context, s []sdktrace.ReadOnlyS
 func (e *countingExporter) Shutdown(context.Context) error { return nil }
 
 type dataPath struct {
-	client *http.Client
-	url    string
-	spans  *countingExporter
-	tp     *sdktrace.TracerProvider
-	audit  *countingAppender
-	canary string
+	client  *http.Client
+	url     string
+	spans   *countingExporter
+	tp      *sdktrace.TracerProvider
+	audit   *countingAppender
+	canary  string
 	upConns atomic.Int64 // connections the upstream accepted
 	// direct is the same client going straight to the upstream: the baseline to compare with.
 	direct *http.Client
