@@ -36,10 +36,10 @@ const valueIdle = 10 * time.Minute
 
 // valueCache holds the decrypted current values of one snapshot's secrets.
 type valueCache struct {
-	mu        sync.Mutex
-	entries   map[*secretRec]*cachedValue
-	retired   bool      // the snapshot was replaced: nothing is added any more
-	lastSweep time.Time // when idle entries were last looked for
+	mu      sync.Mutex
+	entries map[*secretRec]*cachedValue
+	retired bool        // the snapshot was replaced: nothing is added any more
+	sweeper *time.Timer // destroys idle values while any are cached
 }
 
 // cachedValue is one decrypted value. refs counts the calls using it; an entry that is
@@ -61,9 +61,6 @@ func (c *valueCache) acquire(rec *secretRec) *cachedValue {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if now.Sub(c.lastSweep) > valueIdle/10 {
-		c.sweepLocked(now)
-	}
 	e := c.entries[rec]
 	if e == nil {
 		return nil
@@ -115,6 +112,9 @@ func (c *valueCache) add(rec *secretRec, buf *memguard.LockedBuffer, pages int) 
 	}
 	e = &cachedValue{buf: buf, pages: pages, refs: 1, used: time.Now()}
 	c.entries[rec] = e
+	if c.sweeper == nil {
+		c.sweeper = time.AfterFunc(valueIdle/10, c.sweep)
+	}
 	return e, true
 }
 
@@ -123,6 +123,10 @@ func (c *valueCache) add(rec *secretRec, buf *memguard.LockedBuffer, pages int) 
 func (c *valueCache) retire() {
 	c.mu.Lock()
 	c.retired = true
+	if c.sweeper != nil {
+		c.sweeper.Stop()
+		c.sweeper = nil
+	}
 	idle := c.dropLocked(func(*cachedValue) bool { return true })
 	c.mu.Unlock()
 	for _, e := range idle {
@@ -130,11 +134,24 @@ func (c *valueCache) retire() {
 	}
 }
 
-// sweepLocked destroys the values unused for valueIdle. It runs under c.mu, on the request
-// path, at most every valueIdle/10; destroying is quick next to valueIdle.
-func (c *valueCache) sweepLocked(now time.Time) {
-	c.lastSweep = now
-	for _, e := range c.dropLocked(func(e *cachedValue) bool { return now.Sub(e.used) > valueIdle }) {
+// sweep destroys the values unused for valueIdle. It runs every valueIdle/10 while values are
+// cached, so a value is gone at most 1.1 x valueIdle after its last use even if no request
+// comes.
+func (c *valueCache) sweep() {
+	now := time.Now()
+	c.mu.Lock()
+	if c.retired {
+		c.mu.Unlock()
+		return
+	}
+	idle := c.dropLocked(func(e *cachedValue) bool { return now.Sub(e.used) > valueIdle })
+	if len(c.entries) > 0 {
+		c.sweeper.Reset(valueIdle / 10)
+	} else {
+		c.sweeper = nil
+	}
+	c.mu.Unlock()
+	for _, e := range idle {
 		e.destroy()
 	}
 }

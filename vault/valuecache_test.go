@@ -87,7 +87,8 @@ func TestCachedValueLifetime(t *testing.T) {
 	}
 }
 
-// TestCachedValueIdle: a value unused for valueIdle is destroyed by the next sweep.
+// TestCachedValueIdle: a value unused for valueIdle is destroyed by the next sweep; one used
+// recently stays.
 func TestCachedValueIdle(t *testing.T) {
 	v, _ := newVault(t)
 	mustPut(t, v, "a", "alpha", "a.example")
@@ -100,15 +101,23 @@ func TestCachedValueIdle(t *testing.T) {
 	if e == nil {
 		t.Fatal("not cached")
 	}
-	st.cache.mu.Lock()
-	e.used = e.used.Add(-valueIdle - 1)
-	st.cache.lastSweep = st.cache.lastSweep.Add(-valueIdle)
-	st.cache.mu.Unlock()
-	if _, err := get(v, "b", "b.example"); err != nil { // any use sweeps
+	if _, err := get(v, "b", "b.example"); err != nil {
 		t.Fatal(err)
 	}
+	eb := st.cache.entries[st.dec.current["b"]]
+	st.cache.mu.Lock()
+	e.used = e.used.Add(-valueIdle - 1)
+	armed := st.cache.sweeper != nil
+	st.cache.mu.Unlock()
+	if !armed {
+		t.Fatal("values are cached but no sweep is scheduled")
+	}
+	st.cache.sweep() // what the timer runs
 	if e.buf.IsAlive() {
 		t.Error("an idle value was kept")
+	}
+	if !eb.buf.IsAlive() {
+		t.Error("a value in recent use was destroyed")
 	}
 	if got, err := get(v, "a", "a.example"); err != nil || got != "alpha" {
 		t.Errorf("after the sweep: %q, %v", got, err)
