@@ -60,8 +60,18 @@ type Log struct {
 }
 
 type pending struct {
-	rec Record
-	res chan result
+	rec  Record
+	res  chan result        // Append waits here
+	done func(Entry, error) // or AppendAsync's callback
+}
+
+// answer tells the caller how its record fared.
+func (p *pending) answer(r result) {
+	if p.done != nil {
+		p.done(r.entry, r.err)
+		return
+	}
+	p.res <- r
 }
 
 type result struct {
@@ -225,22 +235,51 @@ func (l *Log) continueFrom(path string) error {
 // try again. Types "checkpoint" and "segment" are the log's own and are
 // refused.
 func (l *Log) Append(r Record) (Entry, error) {
-	if err := validType(r.Type); err != nil {
-		return Entry{}, fmt.Errorf("appending audit record: %w", err)
-	}
-	if r.Type == TypeCheckpoint || r.Type == TypeSegment {
-		return Entry{}, fmt.Errorf("appending audit record: %w", errReserved)
+	if err := appendable(r); err != nil {
+		return Entry{}, err
 	}
 	p := &pending{rec: r, res: make(chan result, 1)}
-	l.mu.RLock()
-	if l.closed {
-		l.mu.RUnlock()
-		return Entry{}, ErrClosed
+	if err := l.enqueue(p); err != nil {
+		return Entry{}, err
 	}
-	l.reqs <- p
-	l.mu.RUnlock()
 	res := <-p.res
 	return res.entry, res.err
+}
+
+// AppendAsync queues r like Append, in the same order and group commits, but returns without
+// waiting for it to be durable; done, if not nil, is called with the outcome from the log's
+// writer goroutine and must be quick. A record queued before Close is written by Close. For
+// records nothing waits on (the result of a request already answered); a record that must be
+// durable before something happens takes Append.
+func (l *Log) AppendAsync(r Record, done func(Entry, error)) error {
+	if err := appendable(r); err != nil {
+		return err
+	}
+	if done == nil {
+		done = func(Entry, error) {}
+	}
+	return l.enqueue(&pending{rec: r, done: done})
+}
+
+// appendable refuses records a caller may not append.
+func appendable(r Record) error {
+	if err := validType(r.Type); err != nil {
+		return fmt.Errorf("appending audit record: %w", err)
+	}
+	if r.Type == TypeCheckpoint || r.Type == TypeSegment {
+		return fmt.Errorf("appending audit record: %w", errReserved)
+	}
+	return nil
+}
+
+func (l *Log) enqueue(p *pending) error {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return ErrClosed
+	}
+	l.reqs <- p
+	return nil
 }
 
 // Close waits for queued Appends to be written, then, with a signer and
@@ -328,7 +367,7 @@ func (l *Log) commit(batch []*pending, buf *bytes.Buffer) {
 		l.logger.Error("audit log has no active segment; records not written", "records", len(batch), "err", err)
 		err = fmt.Errorf("appending audit record: starting a new segment: %w", err)
 		for _, p := range batch {
-			p.res <- result{err: err}
+			p.answer(result{err: err})
 		}
 		return
 	}
@@ -341,7 +380,7 @@ func (l *Log) commit(batch []*pending, buf *bytes.Buffer) {
 	for _, p := range batch {
 		b, err := encodeRecord(p.rec, w.next, w.head, ts)
 		if err != nil {
-			p.res <- result{err: fmt.Errorf("appending audit record: %w", err)}
+			p.answer(result{err: fmt.Errorf("appending audit record: %w", err)})
 			continue
 		}
 		seq := w.next
@@ -365,13 +404,13 @@ func (l *Log) commit(batch []*pending, buf *bytes.Buffer) {
 		l.logger.Error("audit log write failed; records not written", "records", len(ok), "err", err)
 		err = fmt.Errorf("appending audit record: %w", err)
 		for _, a := range ok {
-			a.p.res <- result{err: err}
+			a.p.answer(result{err: err})
 		}
 		return
 	}
 	l.tip.copyFrom(w)
 	for _, a := range ok {
-		a.p.res <- result{entry: a.entry}
+		a.p.answer(result{entry: a.entry})
 	}
 	l.maybeRotate()
 }

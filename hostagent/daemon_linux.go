@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -294,6 +295,10 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 	if ready != nil {
 		close(ready)
 	}
+	// Start-up garbage (policy and config parsing, the eBPF objects' ELF and BTF, the system
+	// roots) is freed; give its pages back now rather than to the background scavenger minutes
+	// later: about 3 MB less idle RSS, for one collection.
+	debug.FreeOSMemory()
 	for {
 		select {
 		case <-ctx.Done():

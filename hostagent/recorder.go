@@ -15,6 +15,7 @@ import (
 // appender is the part of the audit log the recorder needs.
 type appender interface {
 	Append(audit.Record) (audit.Entry, error)
+	AppendAsync(audit.Record, func(audit.Entry, error)) error
 }
 
 // recorder turns the proxy's events into durable audit records and OTel spans.
@@ -31,6 +32,20 @@ func (r *recorder) append(rec audit.Record) (audit.Entry, error) {
 	ent, err := r.log.Append(rec)
 	r.metrics.appended(start, err)
 	return ent, err
+}
+
+// appendAsync queues one record without waiting for it; a failure is logged and counted.
+func (r *recorder) appendAsync(rec audit.Record) {
+	start, typ := time.Now(), rec.Type
+	done := func(_ audit.Entry, err error) {
+		r.metrics.appended(start, err)
+		if err != nil {
+			r.logger.Error("audit log write failed", "record", typ, "err", err)
+		}
+	}
+	if err := r.log.AppendAsync(rec, done); err != nil {
+		done(audit.Entry{}, err)
+	}
 }
 
 func (r *recorder) record(e mitm.Event) audit.Record {
@@ -97,9 +112,9 @@ func (r *recorder) Begin(ctx context.Context, e mitm.Event) (context.Context, fu
 		if out.UsageMissing && res.Reason == "" {
 			res.Reason = "usage_missing: no token usage in the response; nothing counted against the budget"
 		}
-		if _, err := r.append(res); err != nil {
-			r.logger.Error("audit log write failed", "record", res.Type, "err", err)
-		}
+		// The response has reached the agent: the result record is queued, group-committed
+		// with the next batch (and written by Close at shutdown), not waited for.
+		r.appendAsync(res)
 		r.metrics.finished(e.Agent, out.Status, start)
 		if out.Usage.Found() {
 			audit.SetUsage(span, out.Usage.Model, out.Usage.InputTokens, out.Usage.OutputTokens)

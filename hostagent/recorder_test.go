@@ -120,6 +120,10 @@ func (failingAppender) Append(audit.Record) (audit.Entry, error) {
 	return audit.Entry{}, errors.New("no space left on device")
 }
 
+func (failingAppender) AppendAsync(_ audit.Record, done func(audit.Entry, error)) error {
+	return errors.New("no space left on device")
+}
+
 func TestRecorderFailsClosed(t *testing.T) {
 	met, _ := newMetrics(metricnoop.NewMeterProvider().Meter("t"))
 	r := &recorder{log: failingAppender{}, tracer: sdktrace.NewTracerProvider().Tracer("t"), metrics: met, logger: slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))}

@@ -64,26 +64,36 @@ func normalizeHost(h string) (string, error) {
 	if len(h) > 254 {
 		return "", fmt.Errorf("%w: host longer than 253 characters", ErrInvalid)
 	}
-	b := []byte(h)
-	for i, c := range b {
+	upper := false
+	for i := range len(h) {
+		c := h[i]
 		if c >= 0x80 {
 			return "", fmt.Errorf("%w: host must be ASCII (use punycode)", ErrInvalid)
 		}
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + ('a' - 'A')
-		}
+		upper = upper || 'A' <= c && c <= 'Z'
 	}
-	h = strings.TrimSuffix(string(b), ".")
-	if addr, err := netip.ParseAddr(h); err == nil {
-		if addr.Zone() != "" {
-			return "", fmt.Errorf("%w: IP address with a zone", ErrInvalid)
+	if upper { // per request, a name is nearly always lower case already: no copy then
+		h = strings.ToLower(h)
+	}
+	h = strings.TrimSuffix(h, ".")
+	if mayBeIP(h) { // else skip ParseAddr, whose error would be allocated per request
+		if addr, err := netip.ParseAddr(h); err == nil {
+			if addr.Zone() != "" {
+				return "", fmt.Errorf("%w: IP address with a zone", ErrInvalid)
+			}
+			return addr.Unmap().String(), nil
 		}
-		return addr.Unmap().String(), nil
 	}
 	if err := checkDNSName(h); err != nil {
 		return "", err
 	}
 	return h, nil
+}
+
+// mayBeIP is false for strings netip.ParseAddr certainly refuses: an IPv4 address ends with a
+// digit and an IPv6 address has a colon.
+func mayBeIP(h string) bool {
+	return strings.IndexByte(h, ':') >= 0 || h != "" && '0' <= h[len(h)-1] && h[len(h)-1] <= '9'
 }
 
 // checkDNSName accepts lower-case names of 1..253 characters whose labels are
@@ -118,8 +128,11 @@ func bindingAllows(hosts []string, host string) bool {
 	if len(hosts) == 0 {
 		return true
 	}
-	_, ipErr := netip.ParseAddr(host)
-	isIP := ipErr == nil
+	isIP := false
+	if mayBeIP(host) {
+		_, ipErr := netip.ParseAddr(host)
+		isIP = ipErr == nil
+	}
 	for _, p := range hosts {
 		if p == host {
 			return true

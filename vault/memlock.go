@@ -68,6 +68,15 @@ func (b *pageBudget) release(n int) {
 	b.cond.Broadcast()
 }
 
+// mayKeep says whether pages already taken may be kept by a long-lived holder (the value
+// cache): only while at least half of the budget is still free, so that per-request use and
+// Reload always have room.
+func (b *pageBudget) mayKeep() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.free >= b.total/2
+}
+
 // budgetPages turns an RLIMIT_MEMLOCK soft limit in bytes into a budget.
 func budgetPages(limit uint64, pageSize int) int {
 	pages := limit / uint64(pageSize)

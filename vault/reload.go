@@ -47,6 +47,7 @@ func (v *Vault) reload(ctx context.Context) (gen uint64, changed bool, err error
 		return st.body.Generation, false, fmt.Errorf("reloading vault %s: %w (still serving generation %d)", v.path, err, st.body.Generation)
 	}
 	v.state.Store(next)
+	st.cache.retire()
 	return next.body.Generation, true, nil
 }
 

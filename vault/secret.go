@@ -29,7 +29,14 @@ type revealed struct {
 	release func()
 }
 
-func (r *revealed) destroy() { r.once.Do(r.release) }
+// destroy gives the value back: it is wiped at once if it was decrypted for this Secret alone,
+// or later with its snapshot's cache (valuecache.go) if it is shared.
+func (r *revealed) destroy() {
+	r.once.Do(func() {
+		r.release()
+		r.buf = nil
+	})
+}
 
 // Reveal decrypts the current version of name for host, like WithSecret,
 // into a Secret that lives until Destroy.
@@ -46,6 +53,9 @@ func (v *Vault) Reveal(name, host string) (*Secret, error) {
 // Bytes returns the value; nil once destroyed. Do not keep the slice.
 func (s *Secret) Bytes() []byte {
 	if s == nil || s.r == nil {
+		return nil
+	}
+	if s.r.buf == nil {
 		return nil
 	}
 	return s.r.buf.Bytes()

@@ -55,6 +55,9 @@ type state struct {
 	sum  [32]byte // SHA-256 of the file bytes it came from
 	dec  *decodedBody
 	keys *keys
+	// cache holds the values in use, decrypted (valuecache.go); retired when the snapshot is
+	// replaced.
+	cache valueCache
 }
 
 // keys holds the unsealed key material, encrypted in memory by memguard.
@@ -394,6 +397,7 @@ func (v *Vault) mutate(ctx context.Context, change func(st *state) (*fileBody, *
 		return err
 	}
 	v.state.Store(next)
+	st.cache.retire()
 	return nil
 }
 
@@ -590,6 +594,9 @@ func (v *Vault) decrypt(name, host string) (*memguard.LockedBuffer, int, func(),
 	if !bindingAllows(rec.hosts, h) {
 		return nil, 0, nil, fmt.Errorf("secret %q toward host %q: %w", name, h, ErrHostNotAllowed)
 	}
+	if e := st.cache.acquire(rec); e != nil {
+		return e.buf, rec.version, (&cacheRef{c: &st.cache, e: e}).release, nil
+	}
 	valPages := pagesFor(len(rec.value) - gcmOverhead)
 	pages := 1 + valPages // term key + key view, term key + data key, data key + value
 	budget := lockedPages()
@@ -602,19 +609,28 @@ func (v *Vault) decrypt(name, host string) (*memguard.LockedBuffer, int, func(),
 		return nil, 0, nil, fmt.Errorf("secret %q version %d: %w", name, rec.version, err)
 	}
 	budget.release(pages - valPages)
-	var once sync.Once
-	return buf, rec.version, func() {
-		once.Do(func() {
+	if budget.mayKeep() {
+		buf.Freeze() // fn must not modify it; a write faults instead of corrupting the value
+		e, added := st.cache.add(rec, buf, valPages)
+		if !added && e != nil { // another call cached it first
 			buf.Destroy()
 			budget.release(valPages)
-		})
-	}, nil
+		}
+		if e != nil {
+			return e.buf, rec.version, (&cacheRef{c: &st.cache, e: e}).release, nil
+		}
+	}
+	return buf, rec.version, sync.OnceFunc(func() {
+		buf.Destroy()
+		budget.release(valPages)
+	}), nil
 }
 
 // openValue unwraps rec's data key with its term key and decrypts the value.
 // Every plaintext is in locked memory; the term key and data key are
 // destroyed before it returns.
 func (k *keys) openValue(vaultID string, rec *secretRec) (*memguard.LockedBuffer, error) {
+	valueOpens.Add(1)
 	tk := k.terms[rec.term]
 	if tk == nil { // verifySecrets rules this out; stay safe regardless
 		return nil, fmt.Errorf("%w: term %d is not in the keyring", ErrCorrupt, rec.term)
@@ -691,7 +707,10 @@ func (v *Vault) DeriveKey(label string) []byte {
 func (v *Vault) Close() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.state.Swap(nil) != nil && v.done != nil {
-		close(v.done)
+	if st := v.state.Swap(nil); st != nil {
+		st.cache.retire()
+		if v.done != nil {
+			close(v.done)
+		}
 	}
 }

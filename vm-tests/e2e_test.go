@@ -473,6 +473,8 @@ func TestWalkingSkeleton(t *testing.T) {
 		if len(recs) != 1 || recs[0]["agent"] != "demo" || recs[0]["credential"] != "api" || recs[0]["host"] != "api.example.test" || recs[0]["cred_ver"] != float64(1) {
 			t.Fatalf("credential.use records = %v", recs)
 		}
+		// The result record is queued when the response has been sent, not waited for.
+		waitFor(t, "the credential.result record", func() bool { return len(e.records("credential.result")) > 0 })
 		res := e.records("credential.result")
 		if len(res) != 1 || res[0]["status"] != float64(200) || res[0]["model"] != "echo-1" || res[0]["tokens_in"] != float64(3) || res[0]["tokens_out"] != float64(5) {
 			t.Fatalf("credential.result records = %v; want status 200 with the model and token usage", res)
