@@ -45,14 +45,16 @@ func lastAuditedGeneration(cfg *Config) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	// Newest segment first; within it, the last record that carries a generation.
+	// Newest segment first; within it, from its end back to the last record that carries a
+	// generation: start-up reads only as far back as that, whatever the log's size.
 	for i := len(paths) - 1; i >= 0; i-- {
 		var gen uint64
-		_, err := audit.ReadLines(paths[i], 0, func(line []byte) error {
+		err := audit.ReadLinesBackward(paths[i], func(line []byte) (bool, error) {
 			if r, err := audit.ParseRecord(line); err == nil && r.Record.Generation > 0 {
 				gen = r.Record.Generation
+				return false, nil
 			}
-			return nil
+			return true, nil
 		})
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return 0, fmt.Errorf("reading the audit log for the last vault generation: %w", err)
