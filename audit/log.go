@@ -332,19 +332,7 @@ func (l *Log) run() {
 			if !ok {
 				return
 			}
-			batch = append(batch[:0], p)
-		drain:
-			for len(batch) < maxBatch {
-				select {
-				case q, ok := <-l.reqs:
-					if !ok {
-						break drain
-					}
-					batch = append(batch, q)
-				default:
-					break drain
-				}
-			}
+			batch = l.gather(append(batch[:0], p))
 			l.commit(batch, &buf)
 		case <-tick:
 			if l.tip.sinceCP > 0 {
@@ -354,6 +342,58 @@ func (l *Log) run() {
 			}
 		}
 	}
+}
+
+// gather adds to batch what is queued, up to maxBatch. A batch of AppendAsync records alone
+// (nobody waits on it) waits up to the configured linger for more, so that it shares the next
+// fdatasync; a record someone waits for, a full batch or Close ends the wait.
+func (l *Log) gather(batch []*pending) []*pending {
+	var linger *time.Timer
+	defer func() {
+		if linger != nil {
+			linger.Stop()
+		}
+	}()
+	waited := false
+	for {
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case q, ok := <-l.reqs:
+				if !ok {
+					return batch
+				}
+				batch = append(batch, q)
+			default:
+				break drain
+			}
+		}
+		if len(batch) >= maxBatch || l.cfg.linger <= 0 || waited || someoneWaits(batch) {
+			return batch
+		}
+		if linger == nil {
+			linger = time.NewTimer(l.cfg.linger)
+		}
+		select {
+		case q, ok := <-l.reqs:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, q)
+		case <-linger.C:
+			waited = true
+		}
+	}
+}
+
+// someoneWaits says whether an Append (not AppendAsync) is in batch.
+func someoneWaits(batch []*pending) bool {
+	for _, p := range batch {
+		if p.done == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // commit encodes batch, with checkpoints every cpEvery records, writes it

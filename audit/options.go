@@ -11,6 +11,9 @@ const (
 	DefaultCheckpointEvery    = 256
 	DefaultCheckpointInterval = time.Second
 	DefaultSegmentSize        = 64 << 20
+	// DefaultAsyncLinger is how long records queued with AppendAsync alone wait for company
+	// before they are written (see WithAsyncLinger).
+	DefaultAsyncLinger = 5 * time.Millisecond
 )
 
 // Option configures Open.
@@ -22,6 +25,7 @@ type config struct {
 	cpInterval time.Duration
 	segSize    int64
 	retention  int // closed segments to keep; < 0 keeps all
+	linger     time.Duration
 	now        func() time.Time
 	create     func(path string) (file, error) // opens a new, empty active file
 	err        error
@@ -33,6 +37,7 @@ func newConfig(opts []Option) (config, error) {
 		cpInterval: DefaultCheckpointInterval,
 		segSize:    DefaultSegmentSize,
 		retention:  -1,
+		linger:     DefaultAsyncLinger,
 		now:        time.Now,
 		create:     createActive,
 	}
@@ -94,5 +99,18 @@ func WithRetention(n int) Option {
 			c.fail(fmt.Errorf("retention must not be negative (got %d)", n))
 		}
 		c.retention = n
+	}
+}
+
+// WithAsyncLinger sets how long a batch holding only AppendAsync records waits for more
+// records before it is written (default DefaultAsyncLinger; 0 writes at once). A request's
+// result record then usually shares the next request's fdatasync instead of costing one of
+// its own; Close writes what is queued without waiting.
+func WithAsyncLinger(d time.Duration) Option {
+	return func(c *config) {
+		if d < 0 {
+			c.fail(fmt.Errorf("async linger must not be negative (got %v)", d))
+		}
+		c.linger = d
 	}
 }
