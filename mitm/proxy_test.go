@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wirken/wirken/internal/fuzzseed"
 	"github.com/wirken/wirken/policy"
 )
 
@@ -427,9 +428,10 @@ func TestPeekClientHello(t *testing.T) {
 }
 
 func FuzzPeekClientHello(f *testing.F) {
-	f.Add(clientHello(f, "api.example.test"))
-	f.Add([]byte("\x16\x03\x01\x00\x05hello"))
-	f.Add([]byte{})
+	seeds := fuzzseed.New(f)
+	seeds.Add(clientHello(f, "api.example.test"))
+	seeds.Add([]byte("\x16\x03\x01\x00\x05hello"))
+	seeds.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sni, replay, err := peekClientHello(bytes.NewReader(data))
 		if err != nil {

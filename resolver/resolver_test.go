@@ -54,7 +54,7 @@ func (u *upstream) queries() []string {
 	return slices.Clone(u.asked)
 }
 
-func startUpstream(t *testing.T) *upstream {
+func startUpstream(t testing.TB) *upstream {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
