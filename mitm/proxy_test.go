@@ -132,6 +132,8 @@ type harness struct {
 	mu        sync.Mutex
 	seenAuth  []string
 	seenHost  []string
+	seenReqs  []string      // each upstream request: method, host and URL, as the upstream saw them
+	seenHdrs  []http.Header // and its header
 }
 
 func (h *harness) auth() []string {
@@ -151,6 +153,8 @@ func newHarness(t testing.TB, opts ...func(*Config)) *harness {
 		h.mu.Lock()
 		h.seenAuth = append(h.seenAuth, r.Header.Get("Authorization"))
 		h.seenHost = append(h.seenHost, r.Host)
+		h.seenReqs = append(h.seenReqs, r.Method+" "+r.Host+" "+r.URL.String())
+		h.seenHdrs = append(h.seenHdrs, r.Header.Clone())
 		h.mu.Unlock()
 		fmt.Fprintf(w, "upstream %s %s", r.Host, r.URL.Path)
 	}))
