@@ -184,3 +184,35 @@ func FuzzServeHTTP(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRequestHost: the Host header check that binds a request to its TLS server name. An
+// accepted host is a lower-case name without a trailing dot (or a canonical IP literal) and
+// an accepted port is numeric; both print back to themselves.
+func FuzzRequestHost(f *testing.F) {
+	seeds := fuzzseed.New(f)
+	for _, s := range []string{"api.example.test", "API.Example.Test.:443", "[::1]:8443", "[fe80::1%eth0]", "127.0.0.1:", "a..b", ".a", "a_b-c.d:65536", "x:1:2", "[::ffff:1.2.3.4]", "h\x00st", "évil.test", ""} {
+		seeds.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, h string) {
+		host, port, ok := requestHost(h)
+		if !ok {
+			return
+		}
+		if host == "" || strings.ContainsAny(host, "[]%/ \x00") || host != strings.ToLower(host) || strings.HasSuffix(host, ".") {
+			t.Fatalf("requestHost(%q) = %q, %q", h, host, port)
+		}
+		if strings.Trim(port, "0123456789") != "" || len(port) > 5 {
+			t.Fatalf("requestHost(%q) port %q", h, port)
+		}
+		back := host
+		if strings.Contains(host, ":") {
+			back = "[" + host + "]"
+		}
+		if port != "" {
+			back += ":" + port
+		}
+		if h2, p2, ok := requestHost(back); !ok || h2 != host || p2 != port {
+			t.Fatalf("requestHost(%q) = %q, %q does not print back: %q, %q, %v", h, host, port, h2, p2, ok)
+		}
+	})
+}

@@ -254,7 +254,7 @@ func FuzzParseUpstream(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if ap.Addr().Is4In6() || !ap.IsValid() {
+		if ap.Addr().Is4In6() || !ap.IsValid() || ap.Addr().Zone() != "" && !ap.Addr().IsLinkLocalUnicast() {
 			t.Fatalf("ParseUpstream(%q) = %v", s, ap)
 		}
 		if _, perr := netip.ParseAddrPort(s); perr != nil && ap.Port() != 53 {
@@ -263,6 +263,40 @@ func FuzzParseUpstream(f *testing.F) {
 		again, err := ParseUpstream(ap.String())
 		if err != nil || again != ap {
 			t.Fatalf("ParseUpstream(%q) = %v; its string %q parses as %v, %v", s, ap, ap.String(), again, err)
+		}
+	})
+}
+
+// FuzzSystemUpstreams reads arbitrary resolv.conf files: the upstreams are valid, unmapped,
+// distinct, never one of wirken's own listeners, and there is at least one unless it errs.
+func FuzzSystemUpstreams(f *testing.F) {
+	seeds := fuzzseed.New(f)
+	seeds.Add("nameserver 192.0.2.53\nnameserver 2001:db8::53\nsearch example.test\noptions ndots:2\n")
+	seeds.Add("# systemd-resolved\nnameserver 127.0.0.53\noptions edns0 trust-ad\n")
+	seeds.Add("nameserver 127.0.0.1\nport 15053\nnameserver ::ffff:127.0.0.1\nnameserver fe80::1%eth0\nnameserver 192.0.2.53\nnameserver 192.0.2.53\n")
+	seeds.Add("nameserver\nnameserver nope\n")
+	seeds.Add("")
+	self := []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:53"), netip.MustParseAddrPort("[::1]:53")}
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, conf string) {
+		path := dir + "/resolv.conf"
+		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ups, err := SystemUpstreams(path, self...)
+		if err != nil {
+			if len(ups) != 0 {
+				t.Fatal("upstreams returned with an error")
+			}
+			return
+		}
+		if len(ups) == 0 {
+			t.Fatal("no upstream and no error")
+		}
+		for i, u := range ups {
+			if !u.IsValid() || u.Addr().Is4In6() || u.Addr().Zone() != "" && !u.Addr().IsLinkLocalUnicast() || u.Port() == 0 || slices.Contains(self, u) || slices.Contains(ups[:i], u) {
+				t.Fatalf("upstream %v of %v", u, ups)
+			}
 		}
 	})
 }
