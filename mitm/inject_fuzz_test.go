@@ -91,6 +91,9 @@ func FuzzPlaceholder(f *testing.F) {
 	canary := newCanary()
 	f.Fuzz(func(t *testing.T, name, value, rawQuery string, only bool) {
 		name = http.CanonicalHeaderKey(name)
+		if name == "Proxy-Authorization" {
+			return // set below, and dropped by every swap
+		}
 		req := &http.Request{Header: http.Header{name: {value}, "Proxy-Authorization": {"Basic eDp5"}}, URL: &url.URL{RawQuery: rawQuery}}
 		inQuery := strings.Contains(rawQuery, ph) || strings.Contains(rawQuery, akid)
 		if uq, err := url.QueryUnescape(rawQuery); err == nil {
@@ -120,7 +123,7 @@ func FuzzPlaceholder(f *testing.F) {
 		out := req.Clone(req.Context())
 		err := p.inject(out, c, []byte(canary))
 		touchable := !only || name == "X-Api-Key"
-		if out.Header.Get("Proxy-Authorization") != "" && name != "Proxy-Authorization" {
+		if out.Header.Get("Proxy-Authorization") != "" {
 			t.Fatal("Proxy-Authorization kept")
 		}
 		if touchable && strings.Contains(value, ph) {
@@ -138,7 +141,7 @@ func FuzzPlaceholder(f *testing.F) {
 		if strings.Contains(err.Error(), canary) {
 			t.Fatal("the secret is in the error")
 		}
-		if name != "Proxy-Authorization" && out.Header.Get(name) != value {
+		if out.Header.Get(name) != value {
 			t.Fatalf("header %s changed from %q to %q", name, value, out.Header.Get(name))
 		}
 	})
