@@ -246,7 +246,7 @@ func ops0(agent string) int {
 // unmapped and port 53 by default.
 func FuzzParseUpstream(f *testing.F) {
 	seeds := fuzzseed.New(f)
-	for _, s := range []string{"192.0.2.53", "192.0.2.53:5353", "[2001:db8::53]:53", "2001:db8::53", "::ffff:10.0.0.1", "[fe80::1%eth0]:53", "", "1.2.3.4:99999", "host:53"} {
+	for _, s := range []string{"192.0.2.53", "192.0.2.53:5353", "[2001:db8::53]:53", "2001:db8::53", "::ffff:10.0.0.1", "[fe80::1%eth0]:53", "", "1.2.3.4:99999", "host:53", "[::%00]:53", "192.0.2.1%eth0"} {
 		seeds.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
