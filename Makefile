@@ -109,8 +109,9 @@ unit:
 ## FUZZ_MATCH=regexp picks targets ("import/path.FuzzName"). See scripts/fuzz.sh.
 FUZZTIME ?= 10s
 CI_FUZZTIME ?= 4s
+FUZZ_MATCH ?= .
 fuzz:
-	FUZZTIME=$(FUZZTIME) GO=$(GO) scripts/fuzz.sh
+	FUZZTIME=$(FUZZTIME) FUZZ_MATCH='$(FUZZ_MATCH)' GO=$(GO) scripts/fuzz.sh
 
 ## fuzz-seeds: rewrite the committed seed corpora (testdata/fuzz/*/seed-*) from the seeds the fuzz
 ## targets make (internal/fuzzseed)
