@@ -11,7 +11,7 @@ DEB_PKGS := clang-14 llvm-14 libbpf-dev curl iproute2 ca-certificates swtpm soft
 # The qemu runner of make test-vm (cpio checks its initramfs writer).
 DEB_PKGS += qemu-system-x86 cpio
 
-.PHONY: bench demo release install all build build-pkcs11 generate check-generate run test test-pkcs11 test-jaeger test-vm unit deps lint clean
+.PHONY: fuzz fuzz-seeds bench demo release install all build build-pkcs11 generate check-generate run test test-pkcs11 test-jaeger test-vm unit deps lint clean
 
 all: build
 
@@ -106,11 +106,27 @@ lint:
 unit:
 	$(GO) test -count=1 ./...
 
+## fuzz: run every Go fuzz target (found automatically) for FUZZTIME each, one worker, with its
+## committed corpus (testdata/fuzz/<Target>/); fails on a crasher and says where it was written.
+## FUZZ_MATCH=regexp picks targets ("import/path.FuzzName"). See scripts/fuzz.sh.
+FUZZTIME ?= 10s
+CI_FUZZTIME ?= 4s
+FUZZ_MATCH ?= .
+fuzz:
+	FUZZTIME=$(FUZZTIME) FUZZ_MATCH='$(FUZZ_MATCH)' GO=$(GO) scripts/fuzz.sh
+
+## fuzz-seeds: rewrite the committed seed corpora (testdata/fuzz/*/seed-*) from the seeds the fuzz
+## targets make (internal/fuzzseed)
+fuzz-seeds:
+	WIRKEN_FUZZ_SEEDS=write $(GO) test -count=1 -run '^Fuzz' ./...
+
 ## test: install what the tests need, then run everything: lint, generated-code freshness, unit,
 ## privileged and end-to-end tests (as root; with CI=true a privileged test that would skip fails),
+## every fuzz target for CI_FUZZTIME (0: skipped; go test still runs the committed corpora),
 ## the PKCS#11 seal against SoftHSM2, and the privileged tests again inside qemu on kernel 6.1
 test: deps lint check-generate test-pkcs11
 	$(GO) test -count=1 -timeout 30m ./...
+	$(if $(filter 0,$(CI_FUZZTIME)),,$(MAKE) fuzz FUZZTIME=$(CI_FUZZTIME))
 	$(MAKE) test-vm
 
 ## test-vm: `wirken doctor`, the privileged bpf, audit disk-full and doctor tests and the vm-tests

@@ -10,20 +10,23 @@ import (
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/wirken/wirken/internal/fuzzseed"
 )
 
 // FuzzVerify feeds arbitrary bytes to Verify. It must never panic, and what
 // it says must be consistent with the input.
 func FuzzVerify(f *testing.F) {
+	seeds := fuzzseed.New(f)
 	lines, _ := buildLog(f, 4)
 	valid := joinLines(lines)
-	f.Add(valid)
-	f.Add([]byte{})
-	f.Add([]byte("\n"))
-	f.Add(valid[:len(valid)-1])
-	f.Add(append(bytes.Clone(valid), valid...))
-	f.Add([]byte(`{"v":1,"seq":0,"ts":"2026-11-25T18:00:03.123456Z","type":"startup","prev":""}` + "\n"))
-	f.Add([]byte(`{"v":1,"seq":0,"ts":"2026-11-25T18:00:03.123456Z","type":"startup","prev":"","agent":"\u2028\ufffd<"}` + "\n"))
+	seeds.Add(valid)
+	seeds.Add([]byte{})
+	seeds.Add([]byte("\n"))
+	seeds.Add(valid[:len(valid)-1])
+	seeds.Add(append(bytes.Clone(valid), valid...))
+	seeds.Add([]byte(`{"v":1,"seq":0,"ts":"2026-11-25T18:00:03.123456Z","type":"startup","prev":""}` + "\n"))
+	seeds.Add([]byte(`{"v":1,"seq":0,"ts":"2026-11-25T18:00:03.123456Z","type":"startup","prev":"","agent":"\u2028\ufffd<"}` + "\n"))
 	// A signed, segmented log: checkpoints, and a file that starts with a
 	// segment record.
 	s := fuzzSigner(f)
@@ -34,7 +37,7 @@ func FuzzVerify(f *testing.F) {
 		f.Fatalf("segments %v, %v", paths, err)
 	}
 	for _, p := range paths {
-		f.Add(mustRead(f, p))
+		seeds.Add(mustRead(f, p))
 	}
 	key := WithVerifierKey(s.VerifierKey())
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -96,13 +99,14 @@ func fuzzSigner(t testing.TB) *Signer {
 // caught, and a change in the last line that still verifies moves the head
 // (so a witness holding the head sees it).
 func FuzzTamper(f *testing.F) {
+	seeds := fuzzseed.New(f)
 	lines, hashes := buildLog(f, 6)
 	valid := joinLines(lines)
 	lastStart := len(valid) - len(lines[len(lines)-1]) - 1
-	f.Add(uint(0), byte(1))
-	f.Add(uint(len(valid)/2), byte(0x20))
-	f.Add(uint(lastStart+20), byte(1))
-	f.Add(uint(len(valid)-1), byte('\n'))
+	seeds.Add(uint(0), byte(1))
+	seeds.Add(uint(len(valid)/2), byte(0x20))
+	seeds.Add(uint(lastStart+20), byte(1))
+	seeds.Add(uint(len(valid)-1), byte('\n'))
 	f.Fuzz(func(t *testing.T, pos uint, xor byte) {
 		if xor == 0 {
 			return
@@ -126,8 +130,9 @@ func FuzzTamper(f *testing.F) {
 // FuzzEncodeRoundTrip checks that whatever a caller puts in a Record, the
 // writer's line verifies (it is canonical) or is rejected cleanly.
 func FuzzEncodeRoundTrip(f *testing.F) {
-	f.Add("credential.use", "agent-7", "/v1/messages?x=<y>&z", "d\u2028\xff", uint16(443), int64(-1))
-	f.Add("", "", "", "", uint16(0), int64(0))
+	seeds := fuzzseed.New(f)
+	seeds.Add("credential.use", "agent-7", "/v1/messages?x=<y>&z", "d\u2028\xff", uint16(443), int64(-1))
+	seeds.Add("", "", "", "", uint16(0), int64(0))
 	f.Fuzz(func(t *testing.T, typ, agent, path, detail string, port uint16, n int64) {
 		var prev tlog.Hash
 		prev[0] = 7
@@ -149,12 +154,13 @@ func FuzzEncodeRoundTrip(f *testing.F) {
 // FuzzParseRecord: ParseRecord never panics, and whatever it accepts is the
 // canonical encoding of what it returned.
 func FuzzParseRecord(f *testing.F) {
+	seeds := fuzzseed.New(f)
 	lines, _ := buildLog(f, 3)
 	for _, ln := range lines {
-		f.Add(ln)
+		seeds.Add(ln)
 	}
-	f.Add([]byte(`{"v":1,"seq":0,"ts":"2026-11-25T18:00:03.123456Z","type":"startup","prev":""}`))
-	f.Add([]byte(`{"v":1,"seq":1,"ts":"2026-11-25T18:00:03.123456Z","type":"x","prev":"AAAA"}`))
+	seeds.Add([]byte(`{"v":1,"seq":0,"ts":"2026-11-25T18:00:03.123456Z","type":"startup","prev":""}`))
+	seeds.Add([]byte(`{"v":1,"seq":1,"ts":"2026-11-25T18:00:03.123456Z","type":"x","prev":"AAAA"}`))
 	f.Fuzz(func(t *testing.T, line []byte) {
 		r, err := ParseRecord(line)
 		if err != nil {
@@ -176,10 +182,11 @@ func FuzzParseRecord(f *testing.F) {
 // FuzzReadLines: the line reader passes on exactly the complete lines, and
 // TailOffset agrees with it.
 func FuzzReadLines(f *testing.F) {
-	f.Add([]byte("a\nbb\n"), 1)
-	f.Add([]byte("a\n\npartial"), 2)
-	f.Add([]byte(""), 0)
-	f.Add([]byte("\n\n\n"), 5)
+	seeds := fuzzseed.New(f)
+	seeds.Add([]byte("a\nbb\n"), 1)
+	seeds.Add([]byte("a\n\npartial"), 2)
+	seeds.Add([]byte(""), 0)
+	seeds.Add([]byte("\n\n\n"), 5)
 	f.Fuzz(func(t *testing.T, data []byte, n int) {
 		if n < 0 || n > 1000 {
 			return
@@ -231,6 +238,7 @@ func FuzzReadLines(f *testing.F) {
 // FuzzProofText: UnmarshalText never panics, accepts only what MarshalText
 // gives back unchanged, and CheckProof never panics on what it accepts.
 func FuzzProofText(f *testing.F) {
+	seeds := fuzzseed.New(f)
 	s := fuzzSigner(f)
 	path := filepath.Join(f.TempDir(), "audit.jsonl")
 	writeLog(f, path, 10, WithSigner(s), WithCheckpointEvery(4, 0))
@@ -239,8 +247,8 @@ func FuzzProofText(f *testing.F) {
 		f.Fatal(err)
 	}
 	text, _ := p.MarshalText()
-	f.Add(text)
-	f.Add([]byte(proofHeader + "\nseq 0\n"))
+	seeds.Add(text)
+	seeds.Add([]byte(proofHeader + "\nseq 0\n"))
 	f.Fuzz(func(t *testing.T, text []byte) {
 		var q Proof
 		if err := q.UnmarshalText(text); err != nil {
@@ -260,9 +268,10 @@ func FuzzProofText(f *testing.F) {
 // FuzzCheckpointNote: opening a checkpoint note, with or without a key,
 // never panics, and what opens is in canonical form.
 func FuzzCheckpointNote(f *testing.F) {
+	seeds := fuzzseed.New(f)
 	s := fuzzSigner(f)
-	f.Add(forgeCheckpoint(f, s, 12, tlog.Hash{1, 2}))
-	f.Add([]byte("o\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n\u2014 o AAAAAAAA\n"))
+	seeds.Add(forgeCheckpoint(f, s, 12, tlog.Hash{1, 2}))
+	seeds.Add([]byte("o\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n\u2014 o AAAAAAAA\n"))
 	keys, err := newKeyring([]string{s.VerifierKey()})
 	if err != nil {
 		f.Fatal(err)
@@ -283,12 +292,13 @@ func FuzzCheckpointNote(f *testing.F) {
 // FuzzFrontier: parseFrontier never panics and accepts only canonical
 // encodings.
 func FuzzFrontier(f *testing.F) {
+	seeds := fuzzseed.New(f)
 	var fr frontier
 	for i := range 11 {
 		fr.add(leafHash(i))
 	}
-	f.Add(fr.String())
-	f.Add("1 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+	seeds.Add(fr.String())
+	seeds.Add("1 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
 	f.Fuzz(func(t *testing.T, s string) {
 		got, err := parseFrontier(s)
 		if err != nil {

@@ -7,6 +7,8 @@ import (
 	"path"
 	"strings"
 	"testing"
+
+	"github.com/wirken/wirken/internal/fuzzseed"
 )
 
 // cgroup2Mount is a cgroup2 mount found in /proc/self/mountinfo.
@@ -104,8 +106,9 @@ func TestParseCgroup2Mount(t *testing.T) {
 }
 
 func FuzzParseCgroup2Mount(f *testing.F) {
-	f.Add("40 30 0:37 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n")
-	f.Add("35 24 0:30 /a\\040b /x\\134y rw shared:9 - cgroup2 none rw\n")
+	seeds := fuzzseed.New(f)
+	seeds.Add("40 30 0:37 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n")
+	seeds.Add("35 24 0:30 /a\\040b /x\\134y rw shared:9 - cgroup2 none rw\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		m, err := parseCgroup2Mount(strings.NewReader(s))
 		if err != nil {

@@ -15,6 +15,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/wirken/wirken/internal/fuzzseed"
 )
 
 // These tests need no privileges: they read the embedded object and exercise
@@ -226,8 +228,9 @@ func TestOriginFromMeta(t *testing.T) {
 
 // FuzzOriginFromMeta decodes arbitrary bytes as the kernel's sk_meta record.
 func FuzzOriginFromMeta(f *testing.F) {
-	f.Add(make([]byte, 64))
-	f.Add(bytes.Repeat([]byte{0xff}, 64))
+	seeds := fuzzseed.New(f)
+	seeds.Add(make([]byte, 64))
+	seeds.Add(bytes.Repeat([]byte{0xff}, 64))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m steerSkMeta
 		if err := binary.Read(bytes.NewReader(b), binary.NativeEndian, &m); err != nil {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/wirken/wirken/internal/fuzzseed"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -128,9 +130,10 @@ func TestErrorsAreDistinct(t *testing.T) {
 }
 
 func FuzzCommString(f *testing.F) {
-	f.Add([]byte("curl"))
-	f.Add([]byte("a\xffb\x00c"))
-	f.Add([]byte("0123456789abcdefXYZ"))
+	seeds := fuzzseed.New(f)
+	seeds.Add([]byte("curl"))
+	seeds.Add([]byte("a\xffb\x00c"))
+	seeds.Add([]byte("0123456789abcdefXYZ"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var c [16]int8
 		for i := 0; i < len(b) && i < len(c); i++ {
@@ -150,8 +153,9 @@ func FuzzCommString(f *testing.F) {
 }
 
 func FuzzDstFrom(f *testing.F) {
-	f.Add(netip.MustParseAddr("::ffff:1.2.3.4").AsSlice(), uint16(443))
-	f.Add(netip.MustParseAddr("2001:db8::1").AsSlice(), uint16(0))
+	seeds := fuzzseed.New(f)
+	seeds.Add(netip.MustParseAddr("::ffff:1.2.3.4").AsSlice(), uint16(443))
+	seeds.Add(netip.MustParseAddr("2001:db8::1").AsSlice(), uint16(0))
 	f.Fuzz(func(t *testing.T, b []byte, port uint16) {
 		var a [16]byte
 		copy(a[:], b)

@@ -137,7 +137,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	}
 	var errs []string
 	for _, k := range md.Undecoded() {
-		errs = append(errs, fmt.Sprintf("%s:%d: %s: unknown key", path, keyLine(data, k), k.String()))
+		errs = append(errs, fmt.Sprintf("%s: unknown key", keyAt(path, data, k)))
 	}
 	base := filepath.Dir(path)
 	abs := func(p *string, def string) {
@@ -167,7 +167,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		{"segment_mb", float64(c.Audit.SegmentMB)}, {"keep_segments", float64(c.Audit.KeepSegments)},
 	} {
 		if n.v < 0 {
-			errs = append(errs, fmt.Sprintf("%s:%d: audit.%s: must not be negative", path, keyLine(data, toml.Key{"audit", n.name}), n.name))
+			errs = append(errs, fmt.Sprintf("%s: must not be negative", keyAt(path, data, toml.Key{"audit", n.name})))
 		}
 	}
 	for i := range c.Proxy.UpstreamCAFiles {
@@ -192,35 +192,35 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		c.Proxy.Port = 15001
 	}
 	if c.Proxy.Port < 1 || c.Proxy.Port > 65535 {
-		errs = append(errs, fmt.Sprintf("%s:%d: proxy.port: %d is not a TCP port", path, keyLine(data, toml.Key{"proxy", "port"}), c.Proxy.Port))
+		errs = append(errs, fmt.Sprintf("%s: %d is not a TCP port", keyAt(path, data, toml.Key{"proxy", "port"}), c.Proxy.Port))
 	}
 	errs = append(errs, c.dnsDefaults(data)...)
 	if c.Cgroup.Root == "" {
 		c.Cgroup.Root = "wirken"
 	}
 	if filepath.IsAbs(c.Cgroup.Root) || strings.Contains(c.Cgroup.Root, "..") {
-		errs = append(errs, fmt.Sprintf("%s:%d: cgroup.root: %q must be a relative path under the cgroup2 mount", path, keyLine(data, toml.Key{"cgroup", "root"}), c.Cgroup.Root))
+		errs = append(errs, fmt.Sprintf("%s: %q must be a relative path under the cgroup2 mount", keyAt(path, data, toml.Key{"cgroup", "root"}), c.Cgroup.Root))
 	}
 	if c.BPF.PinDir == "" {
 		c.BPF.PinDir = "/sys/fs/bpf/wirken/v1"
 	}
 	if !strings.HasPrefix(filepath.Clean(c.BPF.PinDir)+"/", "/sys/fs/bpf/") {
-		errs = append(errs, fmt.Sprintf("%s:%d: bpf.pin_dir: %q must be under /sys/fs/bpf", path, keyLine(data, toml.Key{"bpf", "pin_dir"}), c.BPF.PinDir))
+		errs = append(errs, fmt.Sprintf("%s: %q must be under /sys/fs/bpf", keyAt(path, data, toml.Key{"bpf", "pin_dir"}), c.BPF.PinDir))
 	}
 	switch c.Log.Level {
 	case "":
 		c.Log.Level = "info"
 	case "debug", "info", "warn", "error":
 	default:
-		errs = append(errs, fmt.Sprintf("%s:%d: log.level: %q is not one of debug, info, warn, error", path, keyLine(data, toml.Key{"log", "level"}), c.Log.Level))
+		errs = append(errs, fmt.Sprintf("%s: %q is not one of debug, info, warn, error", keyAt(path, data, toml.Key{"log", "level"}), c.Log.Level))
 	}
 	switch c.Log.Format {
 	case "", "auto", "text", "json":
 	default:
-		errs = append(errs, fmt.Sprintf("%s:%d: log.format: %q is not one of auto, text, json", path, keyLine(data, toml.Key{"log", "format"}), c.Log.Format))
+		errs = append(errs, fmt.Sprintf("%s: %q is not one of auto, text, json", keyAt(path, data, toml.Key{"log", "format"}), c.Log.Format))
 	}
 	if err := checkMetricsAddr(c.Metrics.Prometheus, c.Metrics.AllowNonLoopback); err != nil {
-		errs = append(errs, fmt.Sprintf("%s:%d: metrics.prometheus: %v", path, keyLine(data, toml.Key{"metrics", "prometheus"}), err))
+		errs = append(errs, fmt.Sprintf("%s: %v", keyAt(path, data, toml.Key{"metrics", "prometheus"}), err))
 	}
 	if len(errs) > 0 {
 		return nil, errors.New(strings.Join(errs, "\n"))
@@ -249,24 +249,52 @@ func checkMetricsAddr(addr string, allowAny bool) error {
 	return fmt.Errorf("%q is not a loopback address; metrics name agents and hosts, so serve them beyond this host only with allow_non_loopback = true", addr)
 }
 
-// keyLine finds the line of a key: the line of its last component inside its table.
+// keyAt names a key for an error: "file:line: key", or "file: key" when its line is not known.
+func keyAt(path string, data []byte, k toml.Key) string {
+	if n := keyLine(data, k); n > 0 {
+		return fmt.Sprintf("%s:%d: %s", path, n, k.String())
+	}
+	return fmt.Sprintf("%s: %s", path, k.String())
+}
+
+// keyLine finds the line of a key, 0 if it cannot: the line that sets it inside its table
+// (also as a dotted key), else the line of the table or inline table holding it.
 // BurntSushi/toml keeps key positions private, and this file is small and flat.
 func keyLine(data []byte, k toml.Key) int {
+	want := strings.Join(k, ".")
 	table := ""
 	for i, line := range strings.Split(string(data), "\n") {
 		t := strings.TrimSpace(line)
 		if strings.HasPrefix(t, "[") {
-			table = strings.Trim(strings.SplitN(t, "#", 2)[0], "[] \t")
+			table = flatKey(strings.Trim(strings.SplitN(t, "#", 2)[0], "[] \t"))
+			if table == want {
+				return i + 1
+			}
 			continue
 		}
 		name, _, ok := strings.Cut(t, "=")
 		if !ok {
 			continue
 		}
-		want := strings.Join(k[:len(k)-1], ".")
-		if table == want && strings.TrimSpace(name) == k[len(k)-1] {
+		full := flatKey(name)
+		if table != "" {
+			full = table + "." + full
+		}
+		if full == want {
 			return i + 1
 		}
 	}
+	if len(k) > 1 {
+		return keyLine(data, k[:len(k)-1])
+	}
 	return 0
+}
+
+// flatKey drops the blanks around a dotted key's dots.
+func flatKey(s string) string {
+	parts := strings.Split(s, ".")
+	for i, p := range parts {
+		parts[i] = strings.TrimSpace(p)
+	}
+	return strings.Join(parts, ".")
 }

@@ -22,7 +22,7 @@ const resolvConf = "/etc/resolv.conf"
 func (c *Config) dnsDefaults(data []byte) []string {
 	var errs []string
 	at := func(k ...string) string {
-		return fmt.Sprintf("%s:%d: dns.%s", c.path, keyLine(data, append(toml.Key{"dns"}, k...)), k[len(k)-1])
+		return keyAt(c.path, data, append(toml.Key{"dns"}, k...))
 	}
 	if c.DNS.Port == 0 {
 		c.DNS.Port = defaultDNSPort
@@ -49,8 +49,7 @@ func (c *Config) dnsDefaults(data []byte) []string {
 		c.Proxy.IPv6 = "proxy"
 	case "proxy", "refuse":
 	default:
-		errs = append(errs, fmt.Sprintf("%s:%d: proxy.ipv6: %q is not one of proxy, refuse", c.path,
-			keyLine(data, toml.Key{"proxy", "ipv6"}), c.Proxy.IPv6))
+		errs = append(errs, fmt.Sprintf("%s: %q is not one of proxy, refuse", keyAt(c.path, data, toml.Key{"proxy", "ipv6"}), c.Proxy.IPv6))
 	}
 	if c.DNS.RequireResolved == nil {
 		on := true

@@ -201,7 +201,7 @@ func requestHost(h string) (host, port string, ok bool) {
 			return "", "", false
 		}
 	}
-	if strings.Contains(host, "..") || strings.HasPrefix(host, ".") {
+	if strings.Contains(host, "..") || strings.HasPrefix(host, ".") || strings.HasSuffix(host, ".") {
 		return "", "", false
 	}
 	return host, port, true

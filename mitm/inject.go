@@ -18,6 +18,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
@@ -384,6 +385,11 @@ func (p *Proxy) mint(c *policy.Credential, ev Event) (*oauth2.Token, error) {
 	case !opened:
 		finish(Result{Err: errors.New("client secret unavailable; nothing was sent")})
 		return nil, fmt.Errorf("client secret unavailable: %w", err)
+	case err == nil && (tok.AccessToken == "" || !httpguts.ValidHeaderFieldValue(tok.AccessToken)):
+		// It would go in the Authorization header: a token with control characters in it
+		// could not be sent (or would split the header), so the mint fails here, clearly.
+		finish(Result{Status: http.StatusOK, Err: errors.New("token endpoint returned an access token that is not a valid header value")})
+		return nil, errors.New("token endpoint returned an access token that is not a valid header value")
 	case err == nil:
 		finish(Result{Status: http.StatusOK})
 		return tok, nil

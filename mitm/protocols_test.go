@@ -20,6 +20,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/wirken/wirken/internal/fuzzseed"
 	"github.com/wirken/wirken/policy"
 )
 
@@ -603,9 +604,10 @@ func TestOtherTCPOnlyByPassthroughRule(t *testing.T) {
 // FuzzFramingScan: however the bytes are split across reads, the scan finds the same
 // requests and ends in the same state, and it never holds more than one bounded line.
 func FuzzFramingScan(f *testing.F) {
-	f.Add([]byte("POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n\r\n"), 7)
-	f.Add([]byte("POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n1;e\r\nx\r\n0\r\nT: 1\r\n\r\n"), 30)
-	f.Add([]byte("GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"), 12)
+	seeds := fuzzseed.New(f)
+	seeds.Add([]byte("POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n\r\n"), 7)
+	seeds.Add([]byte("POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n1;e\r\nx\r\n0\r\nT: 1\r\n\r\n"), 30)
+	seeds.Add([]byte("GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"), 12)
 	f.Fuzz(func(t *testing.T, data []byte, cut int) {
 		if cut < 0 || cut > len(data) {
 			cut = len(data) / 2

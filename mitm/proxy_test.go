@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wirken/wirken/internal/fuzzseed"
 	"github.com/wirken/wirken/policy"
 )
 
@@ -131,6 +132,8 @@ type harness struct {
 	mu        sync.Mutex
 	seenAuth  []string
 	seenHost  []string
+	seenReqs  []string      // each upstream request: method, host and URL, as the upstream saw them
+	seenHdrs  []http.Header // and its header
 }
 
 func (h *harness) auth() []string {
@@ -150,6 +153,8 @@ func newHarness(t testing.TB, opts ...func(*Config)) *harness {
 		h.mu.Lock()
 		h.seenAuth = append(h.seenAuth, r.Header.Get("Authorization"))
 		h.seenHost = append(h.seenHost, r.Host)
+		h.seenReqs = append(h.seenReqs, r.Method+" "+r.Host+" "+r.URL.String())
+		h.seenHdrs = append(h.seenHdrs, r.Header.Clone())
 		h.mu.Unlock()
 		fmt.Fprintf(w, "upstream %s %s", r.Host, r.URL.Path)
 	}))
@@ -427,9 +432,10 @@ func TestPeekClientHello(t *testing.T) {
 }
 
 func FuzzPeekClientHello(f *testing.F) {
-	f.Add(clientHello(f, "api.example.test"))
-	f.Add([]byte("\x16\x03\x01\x00\x05hello"))
-	f.Add([]byte{})
+	seeds := fuzzseed.New(f)
+	seeds.Add(clientHello(f, "api.example.test"))
+	seeds.Add([]byte("\x16\x03\x01\x00\x05hello"))
+	seeds.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sni, replay, err := peekClientHello(bytes.NewReader(data))
 		if err != nil {

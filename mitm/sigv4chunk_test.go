@@ -4,6 +4,8 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/wirken/wirken/internal/fuzzseed"
 )
 
 func TestChunkResignerMalformed(t *testing.T) {
@@ -34,9 +36,10 @@ func TestChunkResignerMalformed(t *testing.T) {
 }
 
 func FuzzChunkResigner(f *testing.F) {
+	seeds := fuzzseed.New(f)
 	sig := strings.Repeat("a", 64)
-	f.Add("3;chunk-signature=" + sig + "\r\nabc\r\n0;chunk-signature=" + sig + "\r\n\r\n")
-	f.Add("0;chunk-signature=\r\n\r\n")
+	seeds.Add("3;chunk-signature=" + sig + "\r\nabc\r\n0;chunk-signature=" + sig + "\r\n\r\n")
+	seeds.Add("0;chunk-signature=\r\n\r\n")
 	f.Fuzz(func(t *testing.T, body string) {
 		r := newChunkResigner(io.NopCloser(strings.NewReader(body)), make([]byte, 32), "20261126T010000Z", "s", sig)
 		out, err := io.ReadAll(r)

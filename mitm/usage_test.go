@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/wirken/wirken/internal/fuzzseed"
 )
 
 func TestUsageReader(t *testing.T) {
@@ -88,8 +90,9 @@ func TestUsageReaderBounds(t *testing.T) {
 }
 
 func FuzzUsageReader(f *testing.F) {
-	f.Add([]byte("data: {\"model\":\"m\",\"usage\":{\"input_tokens\":1}}\n\n"), true)
-	f.Add([]byte(`{"model":"m","usage":{"prompt_tokens":1}}`), false)
+	seeds := fuzzseed.New(f)
+	seeds.Add([]byte("data: {\"model\":\"m\",\"usage\":{\"input_tokens\":1}}\n\n"), true)
+	seeds.Add([]byte(`{"model":"m","usage":{"prompt_tokens":1}}`), false)
 	f.Fuzz(func(t *testing.T, body []byte, sse bool) {
 		ct := "application/json"
 		if sse {

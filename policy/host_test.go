@@ -3,6 +3,8 @@ package policy
 import (
 	"strings"
 	"testing"
+
+	"github.com/wirken/wirken/internal/fuzzseed"
 )
 
 func TestMatchHost(t *testing.T) {
@@ -126,9 +128,10 @@ func refMatchHost(pattern, host string) bool {
 }
 
 func FuzzMatchHost(f *testing.F) {
-	f.Add("*.example.com", "a.example.com")
-	f.Add("example.com.", "EXAMPLE.com")
-	f.Add("*.", ".")
+	seeds := fuzzseed.New(f)
+	seeds.Add("*.example.com", "a.example.com")
+	seeds.Add("example.com.", "EXAMPLE.com")
+	seeds.Add("*.", ".")
 	f.Fuzz(func(t *testing.T, pattern, host string) {
 		got, want := MatchHost(pattern, host), refMatchHost(pattern, host)
 		if got != want {

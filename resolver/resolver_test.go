@@ -55,7 +55,7 @@ func (u *upstream) queries() []string {
 	return slices.Clone(u.asked)
 }
 
-func startUpstream(t *testing.T) *upstream {
+func startUpstream(t testing.TB) *upstream {
 	t.Helper()
 	// UDP and TCP on one port: the port the kernel picks for UDP may be taken for TCP (by any
 	// process's connection), so a few are tried.

@@ -26,8 +26,8 @@ func SystemUpstreams(path string, self ...netip.AddrPort) ([]netip.AddrPort, err
 	var out []netip.AddrPort
 	for _, s := range cc.Servers {
 		a, err := netip.ParseAddr(s)
-		if err != nil {
-			continue // a zone-scoped or malformed entry: not usable here
+		if err != nil || !zoneOK(a) {
+			continue // malformed: not usable (a zone-scoped link-local entry is kept: the dialer honours its zone)
 		}
 		ap := netip.AddrPortFrom(a.Unmap(), uint16(port))
 		if slices.Contains(self, ap) || slices.Contains(out, ap) {
@@ -41,13 +41,16 @@ func SystemUpstreams(path string, self ...netip.AddrPort) ([]netip.AddrPort, err
 	return out, nil
 }
 
+// zoneOK says whether a's zone, if any, means something: only a link-local address has one.
+func zoneOK(a netip.Addr) bool { return a.Zone() == "" || a.IsLinkLocalUnicast() }
+
 // ParseUpstream parses "ip" or "ip:port" (port 53 by default).
 func ParseUpstream(s string) (netip.AddrPort, error) {
-	if ap, err := netip.ParseAddrPort(s); err == nil {
+	if ap, err := netip.ParseAddrPort(s); err == nil && zoneOK(ap.Addr()) {
 		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 	}
 	a, err := netip.ParseAddr(s)
-	if err != nil {
+	if err != nil || !zoneOK(a) {
 		return netip.AddrPort{}, fmt.Errorf("upstream %q: want an IP address and optional port", s)
 	}
 	return netip.AddrPortFrom(a.Unmap(), 53), nil

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
+
+	"github.com/wirken/wirken/internal/fuzzseed"
 )
 
 // fuzzFixture is a real vault with two secrets, its file bytes and its seal.
@@ -27,13 +29,14 @@ func fuzzFixture(f *testing.F) (*Vault, Seal, []byte) {
 // panic, and nothing but the genuine file may open: anything else accepted
 // would be a MAC forgery.
 func FuzzOpen(f *testing.F) {
+	seeds := fuzzseed.New(f)
 	_, seal, good := fuzzFixture(f)
-	f.Add(good)
-	f.Add([]byte{})
-	f.Add([]byte(magic + "\n{}\nmac:\n"))
-	f.Add([]byte("wirken-vault/9\n"))
-	f.Add(bytes.Replace(good, []byte(`"version":1`), []byte(`"version":-1`), 1))
-	f.Add(good[:len(good)/2])
+	seeds.Add(good)
+	seeds.Add([]byte{})
+	seeds.Add([]byte(magic + "\n{}\nmac:\n"))
+	seeds.Add([]byte("wirken-vault/9\n"))
+	seeds.Add(bytes.Replace(good, []byte(`"version":1`), []byte(`"version":-1`), 1))
+	seeds.Add(good[:len(good)/2])
 	f.Fuzz(func(t *testing.T, data []byte) {
 		st, err := unseal(context.Background(), data, seal)
 		if err == nil && !bytes.Equal(data, good) {
@@ -47,14 +50,15 @@ func FuzzOpen(f *testing.F) {
 // decryption. Nothing may panic. Open verifies every secret, so whatever
 // opens must serve every secret whose binding allows the host.
 func FuzzBody(f *testing.F) {
+	seeds := fuzzseed.New(f)
 	v, seal, good := fuzzFixture(f)
 	lines := strings.Split(string(good), "\n")
-	f.Add([]byte(lines[1]))
-	f.Add([]byte(strings.Replace(lines[1], `"term":1`, `"term":2`, 1)))
-	f.Add([]byte(strings.Replace(lines[1], `"hosts":[]`, `"hosts":null`, 1)))
-	f.Add([]byte(strings.Replace(lines[1], `"generation":3`, `"generation":0`, 1)))
-	f.Add([]byte(strings.Replace(lines[1], `"key_id":`, `"hint":"x","key_id":`, 1)))
-	f.Add([]byte(`{"vault_id":"","generation":1,"seals":[],"keyring":"","secrets":[]}`))
+	seeds.Add([]byte(lines[1]))
+	seeds.Add([]byte(strings.Replace(lines[1], `"term":1`, `"term":2`, 1)))
+	seeds.Add([]byte(strings.Replace(lines[1], `"hosts":[]`, `"hosts":null`, 1)))
+	seeds.Add([]byte(strings.Replace(lines[1], `"generation":3`, `"generation":0`, 1)))
+	seeds.Add([]byte(strings.Replace(lines[1], `"key_id":`, `"hint":"x","key_id":`, 1)))
+	seeds.Add([]byte(`{"vault_id":"","generation":1,"seals":[],"keyring":"","secrets":[]}`))
 	root, err := v.state.Load().keys.root.Open()
 	if err != nil {
 		f.Fatal(err)
@@ -100,8 +104,9 @@ func FuzzBody(f *testing.F) {
 // FuzzBinding checks that host and pattern normalization never panic, are
 // idempotent, and that a normalized host is always allowed by itself.
 func FuzzBinding(f *testing.F) {
+	seeds := fuzzseed.New(f)
 	for _, s := range []string{"api.example.com", "*.Example.com.", "::ffff:1.2.3.4", "[::1]", "a..b", "*.", "é", "x:443"} {
-		f.Add(s, "a.example.com")
+		seeds.Add(s, "a.example.com")
 	}
 	f.Fuzz(func(t *testing.T, pattern, host string) {
 		p, perr := normalizePattern(pattern)
@@ -128,9 +133,10 @@ func FuzzBinding(f *testing.F) {
 
 // FuzzParseKeyFile: no panic; anything accepted is 32 bytes that round-trip.
 func FuzzParseKeyFile(f *testing.F) {
-	f.Add([]byte("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"))
-	f.Add([]byte("  \n"))
-	f.Add([]byte("AAAA"))
+	seeds := fuzzseed.New(f)
+	seeds.Add([]byte("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"))
+	seeds.Add([]byte("  \n"))
+	seeds.Add([]byte("AAAA"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		key, err := parseKeyFile(data)
 		if err != nil {
@@ -148,11 +154,12 @@ func FuzzParseKeyFile(f *testing.F) {
 // FuzzTPMBlob: the blob parser never panics, and whatever it accepts
 // re-encodes to exactly the bytes it was given.
 func FuzzTPMBlob(f *testing.F) {
+	seeds := fuzzseed.New(f)
 	pub := tpm2.Marshal(tpm2.New2B(tpm2.ECCSRKTemplate))
 	priv := tpm2.Marshal(tpm2.TPM2BPrivate{Buffer: []byte("opaque")})
-	f.Add(appendTPMBlob(nil, pub, priv))
-	f.Add([]byte{0, 0, 0, 0})
-	f.Add([]byte{0xff, 0xff})
+	seeds.Add(appendTPMBlob(nil, pub, priv))
+	seeds.Add([]byte{0, 0, 0, 0})
+	seeds.Add([]byte{0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, q, err := parseTPMBlob(b)
 		if err != nil {

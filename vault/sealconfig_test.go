@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/wirken/wirken/internal/fuzzseed"
 )
 
 // TestSealConfigErrors: every configuration mistake is refused before any
@@ -160,11 +162,12 @@ func TestNewSealAEAD(t *testing.T) {
 // ErrUnavailable, and its errors never repeat the value of an option that
 // may hold a credential (marked with a prefix no message contains).
 func FuzzSealConfig(f *testing.F) {
-	f.Add("transit", "address", "https://v.example", "token", "s.abc", "key_name", "k")
-	f.Add("awskms", "kms_key_id", "alias/x", "secret_key", "x", "region", "r")
-	f.Add("azurekeyvault", "vault_name", "v", "client_secret", "c\x00", "key_name", "k")
-	f.Add("pkcs11", "lib", "/l.so", "pin", "1234", "slot", "-1")
-	f.Add("aead", "key_file", "", "x", "y", "z", "w")
+	seeds := fuzzseed.New(f)
+	seeds.Add("transit", "address", "https://v.example", "token", "s.abc", "key_name", "k")
+	seeds.Add("awskms", "kms_key_id", "alias/x", "secret_key", "x", "region", "r")
+	seeds.Add("azurekeyvault", "vault_name", "v", "client_secret", "c\x00", "key_name", "k")
+	seeds.Add("pkcs11", "lib", "/l.so", "pin", "1234", "slot", "-1")
+	seeds.Add("aead", "key_file", "", "x", "y", "z", "w")
 	const mark = "AVCANARY"
 	f.Fuzz(func(t *testing.T, typ, k1, v1, k2, v2, k3, v3 string) {
 		opts := map[string]string{}

@@ -1,0 +1,69 @@
+#!/bin/bash
+# fuzz.sh runs every Go fuzz target of the module, one at a time (Go fuzzes one target per
+# invocation), for FUZZTIME each with one worker. Targets are found in
+# the test files `go list` names for this platform, so a new one is never forgotten. It fails
+# if a target crashes (and says where the crasher was written: commit it, minimized, as a
+# regression seed once the bug is fixed) or has no committed corpus in testdata/fuzz/<Name>/.
+#
+#   FUZZTIME=10s     time per target (a go test -fuzztime value)
+#   FUZZ_MATCH=re    only targets whose "import/path.FuzzName" matches the extended regexp re
+set -u
+cd "$(dirname "$0")/.."
+GO=${GO:-go}
+FUZZTIME=${FUZZTIME:-10s}
+FUZZ_MATCH=${FUZZ_MATCH:-.}
+
+list=$($GO list -f '{{.ImportPath}} {{.Dir}}{{range .TestGoFiles}} {{.}}{{end}}{{range .XTestGoFiles}} {{.}}{{end}}' ./...) || exit 1
+cache=$($GO env GOCACHE)/fuzz
+bin=$(mktemp -d)
+trap 'rm -rf "$bin"' EXIT
+failed=()
+n=0
+start=$(date +%s)
+while read -r pkg dir files; do
+	[ -n "$files" ] || continue
+	names=$(cd "$dir" && grep -hoE '^func Fuzz[A-Za-z0-9_]*\(' $files | sed 's/^func //; s/($//' | sort -u | while read -r name; do
+		echo "$pkg.$name" | grep -qE -- "$FUZZ_MATCH" && echo "$name"; done)
+	[ -n "$names" ] || continue
+	# One instrumented test binary per package (what go test -fuzz builds), run once per
+	# target in the package's directory, with go test's corpus cache.
+	test="$bin/$(echo "$pkg" | tr / _).test"
+	if ! $GO test -c -fuzz=. -o "$test" "$pkg"; then
+		echo "FAIL $pkg: does not build"
+		failed+=("$pkg (build)")
+		continue
+	fi
+	for name in $names; do
+		n=$((n + 1))
+		if [ -z "$(ls -A "$dir/testdata/fuzz/$name" 2>/dev/null)" ]; then
+			echo "FAIL $pkg $name: no committed corpus in ${dir#$PWD/}/testdata/fuzz/$name/"
+			failed+=("$pkg.$name (no corpus)")
+		fi
+		t0=$(date +%s)
+		log=$(mktemp)
+		if (cd "$dir" && "$test" -test.run='^$' -test.fuzz="^$name\$" -test.fuzztime="$FUZZTIME" -test.parallel=1 \
+			-test.timeout=30m -test.fuzzcachedir="$cache/$pkg") >"$log" 2>&1; then
+			echo "ok   $pkg $name ($(($(date +%s) - t0))s)"
+		else
+			echo "FAIL $pkg $name ($(($(date +%s) - t0))s):"
+			tail -n 40 "$log" | sed 's/^/    /'
+			crasher=$(sed -n 's/.*Failing input written to \(testdata\/fuzz\/[^ ]*\).*/\1/p' "$log" | tail -1)
+			if [ -n "$crasher" ]; then
+				echo "     crasher written to ${dir#$PWD/}/$crasher"
+				echo "     reproduce: $GO test -run '^$name/$(basename "$crasher")\$' $pkg"
+			fi
+			failed+=("$pkg.$name")
+		fi
+		rm -f "$log"
+	done
+done <<<"$list"
+
+echo "fuzz: $n targets, FUZZTIME=$FUZZTIME each, $(($(date +%s) - start))s in all"
+if [ "$n" = 0 ]; then
+	echo "fuzz: no target matched $FUZZ_MATCH"
+	exit 1
+fi
+if [ ${#failed[@]} -gt 0 ]; then
+	printf 'fuzz: FAILED: %s\n' "${failed[@]}"
+	exit 1
+fi
