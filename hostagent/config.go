@@ -42,6 +42,7 @@ type Config struct {
 		Port            int      `toml:"port"`
 		UpstreamCAFiles []string `toml:"upstream_ca_files"`
 		IPv6            string   `toml:"ipv6"`
+		Timeouts                 // read_header_timeout, idle_timeout, ... (timeouts.go)
 	} `toml:"proxy"`
 	Cgroup struct {
 		Root string `toml:"root"`
@@ -195,6 +196,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		errs = append(errs, fmt.Sprintf("%s:%d: proxy.port: %d is not a TCP port", path, keyLine(data, toml.Key{"proxy", "port"}), c.Proxy.Port))
 	}
 	errs = append(errs, c.dnsDefaults(data)...)
+	errs = append(errs, c.Proxy.Timeouts.check(path, data)...)
 	if c.Cgroup.Root == "" {
 		c.Cgroup.Root = "wirken"
 	}

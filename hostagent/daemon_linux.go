@@ -232,6 +232,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		names = d.resolver
 	}
 
+	peek, header, idle, dial, respHeader := cfg.Proxy.Timeouts.Durations()
 	d.proxy, err = mitm.New(mitm.Config{
 		CA:            ca,
 		UpstreamRoots: roots,
@@ -244,6 +245,12 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		Names:         names,
 		Addresses:     d.resolver,
 		Own:           cfg.dnsListenAddrs(),
+
+		PeekTimeout:           peek,
+		HeaderTimeout:         header,
+		IdleTimeout:           idle,
+		DialTimeout:           dial,
+		ResponseHeaderTimeout: respHeader,
 	})
 	if err != nil {
 		return err
