@@ -308,7 +308,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 			return nil
 		case <-hup:
 			if err := d.Reload(); err != nil {
-				log.Error("policy reload refused; the last good policy keeps serving", "err", err)
+				log.Error("reload refused; the last good policy and vault keep serving", "err", err)
 			}
 		}
 	}
@@ -321,10 +321,16 @@ func (d *Daemon) Reload() error {
 	defer d.reloadMu.Unlock()
 	// A refused vault file is logged and audited by vaultChanged; the last good vault serves on
 	// and the policy reload goes ahead regardless.
-	if changed, err := d.vault.Reload(context.Background()); err != nil || changed {
-		d.vaultChanged(d.vault.Generation(), err)
+	changed, verr := d.vault.Reload(context.Background())
+	if verr != nil || changed {
+		d.vaultChanged(d.vault.Generation(), verr)
 	}
-	return d.reloadPolicy()
+	perr := d.reloadPolicy()
+	if verr != nil {
+		// The caller (wirken reload) must hear of it too, not only the log and the audit log.
+		verr = fmt.Errorf("vault file refused, the last good vault keeps serving: %w", verr)
+	}
+	return errors.Join(verr, perr)
 }
 
 // vaultChanged audits a new vault snapshot (or a refused file) and closes the idle upstream

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -388,4 +389,139 @@ func TestFaultKillUnderLoad(t *testing.T) {
 	if len(e.records("startup")) != 2 {
 		t.Errorf("startup records: %d; want 2 (start and restart)", len(e.records("startup")))
 	}
+}
+
+// replaceFile puts data at path atomically, as an editor or a restore would.
+func replaceFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".fault-tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFaultVaultCorrupt corrupts the vault file under the running daemon in four ways: each is
+// refused by the file watch and by `wirken reload` with an error naming the file and what
+// failed, audited, and the last good vault keeps serving.
+func TestFaultVaultCorrupt(t *testing.T) {
+	e := newEnv(t)
+	vaultFile := filepath.Join(e.dir, "state", "vault.wkv")
+	good, err := os.ReadFile(vaultFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	garbage := []byte(randHex(t, len(good)/2))
+	for _, tc := range []struct {
+		name string
+		data []byte
+	}{
+		{"truncated", good[:len(good)/2]},
+		{"bit-flipped", func() []byte { b := append([]byte(nil), good...); b[len(b)*2/3] ^= 0x04; return b }()},
+		{"replaced by garbage", garbage},
+		{"emptied", []byte{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rejects := func() []map[string]any {
+				var out []map[string]any
+				for _, r := range e.records("vault.reload") {
+					if r["decision"] == "reject" {
+						out = append(out, r)
+					}
+				}
+				return out
+			}
+			before := len(rejects())
+			replaceFile(t, vaultFile, tc.data)
+			defer replaceFile(t, vaultFile, good)
+			deadline := time.Now().Add(10 * time.Second)
+			for len(rejects()) == before {
+				if time.Now().After(deadline) {
+					t.Fatal("the corrupted vault file was not refused by the file watch (no vault.reload reject record)")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			rec := rejects()[len(rejects())-1]
+			reason := fmt.Sprint(rec["reason"])
+			if !strings.Contains(reason, vaultFile) {
+				t.Errorf("the audited refusal %q does not name the file", reason)
+			}
+			r := e.wirken(nil, "reload")
+			if r.code == 0 || !strings.Contains(r.stderr, vaultFile) {
+				t.Errorf("wirken reload with a corrupted vault: exit %d, stderr %q; want a refusal naming the file", r.code, r.stderr)
+			}
+			before = len(e.api.seen())
+			c := e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo", "-w", "\n%{http_code}")...)
+			if seen := e.api.seen(); !strings.HasSuffix(c.stdout, "\n200") || len(seen) != before+1 || seen[before] != "Bearer "+e.canary {
+				t.Fatalf("with the vault file %s the agent got %q and the upstream saw %q; want 200 with the last good secret", tc.name, c.stdout, seen[before:])
+			}
+			t.Logf("vault file %s: refused with %q; wirken reload: exit %d %q; the agent got 200 with the last good secret", tc.name, reason, r.code, strings.TrimSpace(r.stderr))
+		})
+	}
+	if strings.Contains(e.auditLog()+e.logs.String(), e.canary) {
+		t.Fatal("the secret appears in the audit or daemon log")
+	}
+}
+
+// TestFaultPolicyReloadUnderLoad reloads a policy with a syntax error, and one with a bad
+// field, while an agent keeps 8 workers busy: each reload is refused with file, line and field,
+// audited, and not one request fails or gets through unchecked (every /admin request is 403).
+func TestFaultPolicyReloadUnderLoad(t *testing.T) {
+	e := newEnv(t)
+	polFile := filepath.Join(e.dir, "policy.toml")
+	good, err := os.ReadFile(polFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd, out := e.faultAgentCmd(t, ctx, "load", "8", "8", "reload")
+	time.Sleep(1500 * time.Millisecond)
+	for _, tc := range []struct {
+		name, text, want string
+	}{
+		{"syntax error", strings.Replace(string(good), `paths = ["/echo"]`, `paths = ["/echo"`, 1), "policy.toml:"},
+		{"bad field value", strings.Replace(string(good), `paths = ["/echo"]`, `paths = ["echo/../admin"]`, 1), "paths"},
+		{"unknown field", strings.Replace(string(good), `paths = ["/echo"]`, "paths = [\"/echo\"]\npath_prefixes = [\"/\"]", 1), "path_prefixes"},
+	} {
+		if tc.text == string(good) {
+			t.Fatalf("%s: the policy was not changed", tc.name)
+		}
+		replaceFile(t, polFile, []byte(tc.text))
+		r := e.wirken(nil, "reload")
+		if r.code == 0 || !strings.Contains(r.stderr, "policy.toml:") || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("reload of a policy with a %s: exit %d, stderr %q; want a refusal naming file, line and %q", tc.name, r.code, r.stderr, tc.want)
+		}
+		t.Logf("%s: wirken reload exit %d: %s", tc.name, r.code, strings.TrimSpace(r.stderr))
+		time.Sleep(500 * time.Millisecond)
+	}
+	replaceFile(t, polFile, good)
+	e.wirken(nil, "reload").mustSucceed(t)
+	var rep loadReport
+	waitReport(t, cmd, out, &rep)
+	t.Logf("what the agent saw during the reloads: %s", outcomesText(rep.Outcomes))
+	for _, w := range rep.Wrong {
+		t.Errorf("agent: %s", w)
+	}
+	for k, v := range rep.Outcomes {
+		if k != "echo 200" && k != "admin 403" {
+			t.Errorf("%d requests had outcome %q during the reloads; want none", v, k)
+		}
+	}
+	if rep.Outcomes["echo 200"] == 0 || rep.Outcomes["admin 403"] == 0 {
+		t.Fatalf("outcomes %v: the load did not run", rep.Outcomes)
+	}
+	rejected := 0
+	for _, rec := range e.records("policy.load") {
+		if rec["decision"] == "reject" {
+			rejected++
+		}
+	}
+	if rejected != 3 {
+		t.Errorf("%d policy.load reject records; want 3", rejected)
+	}
+	received, _ := checkAllAudited(t, e)
+	t.Logf("the upstream received %d requests, each with the injected credential and its credential.use record", received)
 }
