@@ -24,6 +24,9 @@ type Config struct {
 	Vault struct {
 		File  string           `toml:"file"`
 		Seals []map[string]any `toml:"seals"`
+		// UnsealTimeout bounds, in seconds, each seal's unseal of the root key (a KMS that
+		// accepts but never answers must not hang the daemon's start or a reload).
+		UnsealTimeout float64 `toml:"unseal_timeout"`
 	} `toml:"vault"`
 	CA struct {
 		Cert string `toml:"cert"`
@@ -197,6 +200,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	}
 	errs = append(errs, c.dnsDefaults(data)...)
 	errs = append(errs, c.Proxy.Timeouts.check(path, data)...)
+	errs = append(errs, c.checkUnsealTimeout(path, data)...)
 	if c.Cgroup.Root == "" {
 		c.Cgroup.Root = "wirken"
 	}

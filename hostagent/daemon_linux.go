@@ -321,7 +321,11 @@ func (d *Daemon) Reload() error {
 	defer d.reloadMu.Unlock()
 	// A refused vault file is logged and audited by vaultChanged; the last good vault serves on
 	// and the policy reload goes ahead regardless.
-	changed, verr := d.vault.Reload(context.Background())
+	// A root key rotated in the file needs the KMS: a KMS that never answers must not hold
+	// the reload (and reloadMu) forever.
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.UnsealTimeout())
+	defer cancel()
+	changed, verr := d.vault.Reload(ctx)
 	if verr != nil || changed {
 		d.vaultChanged(d.vault.Generation(), verr)
 	}

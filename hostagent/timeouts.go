@@ -73,3 +73,19 @@ func (t Timeouts) Durations() (firstByte, readHeader, idle, dial, responseHeader
 	return seconds(t.FirstByteTimeout), seconds(t.ReadHeaderTimeout), seconds(t.IdleTimeout),
 		seconds(t.UpstreamDialTimeout), seconds(t.UpstreamResponseHeaderTimeout)
 }
+
+// DefaultUnsealTimeout is vault.unseal_timeout when unset, in seconds.
+const DefaultUnsealTimeout = 30
+
+func (c *Config) checkUnsealTimeout(path string, data []byte) []string {
+	switch t := &c.Vault.UnsealTimeout; {
+	case *t == 0:
+		*t = DefaultUnsealTimeout
+	case *t < 0.01 || *t > 3600:
+		return []string{fmt.Sprintf("%s:%d: vault.unseal_timeout: %g seconds is out of range (0.01 to 3600)", path, keyLine(data, toml.Key{"vault", "unseal_timeout"}), *t)}
+	}
+	return nil
+}
+
+// UnsealTimeout is vault.unseal_timeout as a duration.
+func (c *Config) UnsealTimeout() time.Duration { return seconds(c.Vault.UnsealTimeout) }

@@ -28,3 +28,18 @@ func TestProxyTimeouts(t *testing.T) {
 		t.Fatalf("a negative timeout: %v; want an error naming file, line and field", err)
 	}
 }
+
+func TestUnsealTimeout(t *testing.T) {
+	c, err := ParseConfig("/etc/wirken/wirken.toml", []byte("[vault]\n"))
+	if err != nil || c.UnsealTimeout() != 30*time.Second {
+		t.Fatalf("default unseal timeout: %v, %v; want 30s", c, err)
+	}
+	c, err = ParseConfig("/etc/wirken/wirken.toml", []byte("[vault]\nunseal_timeout = 2.5\n"))
+	if err != nil || c.UnsealTimeout() != 2500*time.Millisecond {
+		t.Fatalf("unseal_timeout = 2.5: %v; want 2.5s", err)
+	}
+	_, err = ParseConfig("/etc/wirken/wirken.toml", []byte("[vault]\nunseal_timeout = -3\n"))
+	if err == nil || !strings.Contains(err.Error(), "/etc/wirken/wirken.toml:2: vault.unseal_timeout:") {
+		t.Fatalf("a negative unseal timeout: %v; want an error naming file, line and field", err)
+	}
+}

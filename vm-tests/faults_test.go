@@ -9,7 +9,11 @@ package vmtests
 
 import (
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -524,4 +528,203 @@ func TestFaultPolicyReloadUnderLoad(t *testing.T) {
 	}
 	received, _ := checkAllAudited(t, e)
 	t.Logf("the upstream received %d requests, each with the injected credential and its credential.use record", received)
+}
+
+// fakeKMS is a HashiCorp Vault transit engine as the transit seal uses it (encrypt and
+// decrypt of one key under a token), on a loopback port it can leave and come back to, or
+// keep but never answer on.
+type fakeKMS struct {
+	t     *testing.T
+	addr  string
+	token string
+	aead  cipher.AEAD
+	mu    sync.Mutex
+	srv   *http.Server
+	calls int
+	hang  chan struct{} // closed to release hung requests
+}
+
+func startFakeKMS(t *testing.T) *fakeKMS {
+	t.Helper()
+	key := make([]byte, 32)
+	rand.Read(key)
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &fakeKMS{t: t, addr: "127.0.0.1:0", token: randHex(t, 12), aead: aead}
+	k.start(false)
+	t.Cleanup(k.stop)
+	return k
+}
+
+// start serves on k.addr (the same port again after stop); hung: accept and never answer.
+func (k *fakeKMS) start(hung bool) {
+	ln, err := net.Listen("tcp", k.addr)
+	if err != nil {
+		k.t.Fatalf("fake KMS on %s: %v", k.addr, err)
+	}
+	k.addr = ln.Addr().String()
+	k.hang = make(chan struct{})
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		k.mu.Lock()
+		k.calls++
+		k.mu.Unlock()
+		if hung {
+			<-k.hang
+			return
+		}
+		var in map[string]string
+		if r.Header.Get("X-Vault-Token") != k.token || json.NewDecoder(r.Body).Decode(&in) != nil {
+			http.Error(w, `{"errors":["permission denied"]}`, http.StatusForbidden)
+			return
+		}
+		var out string
+		switch r.URL.Path {
+		case "/v1/transit/encrypt/wirken":
+			pt, _ := base64.StdEncoding.DecodeString(in["plaintext"])
+			nonce := make([]byte, k.aead.NonceSize())
+			rand.Read(nonce)
+			out = `{"data":{"ciphertext":"vault:v1:` + base64.StdEncoding.EncodeToString(k.aead.Seal(nonce, nonce, pt, nil)) + `"}}`
+		case "/v1/transit/decrypt/wirken":
+			ct, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(in["ciphertext"], "vault:v1:"))
+			if len(ct) < k.aead.NonceSize() {
+				http.Error(w, `{"errors":["invalid ciphertext"]}`, http.StatusBadRequest)
+				return
+			}
+			pt, err := k.aead.Open(nil, ct[:k.aead.NonceSize()], ct[k.aead.NonceSize():], nil)
+			if err != nil {
+				http.Error(w, `{"errors":["cipher: message authentication failed"]}`, http.StatusBadRequest)
+				return
+			}
+			out = `{"data":{"plaintext":"` + base64.StdEncoding.EncodeToString(pt) + `"}}`
+		default:
+			http.Error(w, `{"errors":["no handler for route"]}`, http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, out)
+	})}
+	k.mu.Lock()
+	k.srv = srv
+	k.mu.Unlock()
+	go srv.Serve(ln)
+}
+
+func (k *fakeKMS) stop() {
+	k.mu.Lock()
+	srv := k.srv
+	k.srv = nil
+	k.mu.Unlock()
+	if srv != nil {
+		close(k.hang)
+		srv.Close()
+	}
+}
+
+func (k *fakeKMS) callCount() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.calls
+}
+
+// TestFaultKMSUnreachable runs a daemon whose vault is sealed by a transit KMS, then takes the
+// KMS away: unsealed keys keep serving, rotations are refused, and a daemon (re)started without
+// its KMS does not start, names the seal, and leaves agents refused rather than let out.
+func TestFaultKMSUnreachable(t *testing.T) {
+	kms := startFakeKMS(t)
+	tokenFile := filepath.Join(t.TempDir(), "transit.token")
+	if err := os.WriteFile(tokenFile, []byte(kms.token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnvWith(t, envOptions{config: fmt.Sprintf("[vault]\nunseal_timeout = 3\n[[vault.seals]]\ntype = \"transit\"\naddress = %q\ntoken_file = %q\nmount_path = \"transit/\"\nkey_name = \"wirken\"\n",
+		"http://"+kms.addr, tokenFile)})
+	if kms.callCount() == 0 {
+		t.Fatal("the fake KMS was never called: the vault is not sealed by it")
+	}
+	injected := func(t *testing.T, want string) {
+		t.Helper()
+		before := len(e.api.seen())
+		r := e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo", "-w", "\n%{http_code}")...)
+		if seen := e.api.seen(); !strings.HasSuffix(r.stdout, "\n200") || len(seen) != before+1 || seen[before] != "Bearer "+want {
+			t.Fatalf("the agent got %q, the upstream saw %q; want 200 with the secret injected", r.stdout, seen[before:])
+		}
+	}
+	injected(t, e.canary)
+
+	t.Run("during the run: unsealed keys keep serving, rotation is refused", func(t *testing.T) {
+		kms.stop()
+		for range 3 {
+			injected(t, e.canary)
+		}
+		e.wirken(nil, "reload").mustSucceed(t)
+		put := e.wirken(strings.NewReader("WKCANARY3-"+randHex(t, 8)+"\n"), "vault", "put", "--host", "api.example.test", "api-key")
+		if put.code == 0 || !strings.Contains(put.stderr, "transit") {
+			t.Errorf("vault put with the KMS down: exit %d, stderr %q; want a refusal naming the transit seal", put.code, put.stderr)
+		}
+		rot := e.wirken(nil, "vault", "rotate", "root")
+		if rot.code == 0 || !strings.Contains(rot.stderr, "transit") {
+			t.Errorf("vault rotate root with the KMS down: exit %d, stderr %q; want a refusal naming the transit seal", rot.code, rot.stderr)
+		}
+		injected(t, e.canary)
+		t.Logf("KMS down: requests 200 with the unsealed secret; vault put: exit %d %q; rotate root: exit %d %q",
+			put.code, strings.TrimSpace(put.stderr), rot.code, strings.TrimSpace(rot.stderr))
+	})
+
+	t.Run("at start: no start, the seal named, agents refused", func(t *testing.T) {
+		e.killDaemon()
+		for _, hung := range []bool{false, true} {
+			what := "refusing connections"
+			if hung {
+				what = "accepting but never answering"
+				kms.start(true)
+			}
+			start := time.Now()
+			r := runWirken(t, wirkenBin, e.config, nil, "run", "--config", e.config)
+			took := time.Since(start)
+			if hung {
+				kms.stop()
+			}
+			if r.code == 0 || !strings.Contains(r.stderr, "transit") || !strings.Contains(r.stderr, "wirken: error:") {
+				t.Errorf("daemon start with the KMS %s: exit %d, stderr %q; want a non-zero exit naming the transit seal", what, r.code, r.stderr)
+			}
+			if took > 20*time.Second {
+				t.Errorf("daemon start with the KMS %s took %v; vault.unseal_timeout is 3 s", what, took)
+			}
+			t.Logf("daemon start with the KMS %s: exit %d after %v: %s", what, r.code, took.Round(time.Millisecond), lastLine(r.stderr))
+		}
+		// The pinned programs still steer the agent's cgroup to a proxy that is not there.
+		fd, err := syscall.Open(filepath.Join(e.cgroup, "agents", "demo"), syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer syscall.Close(fd)
+		before := len(e.api.seen())
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		args := curlResolveArgs("api.example.test", "127.0.0.2", "/echo", "-k")
+		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+		r := run(t, nil, cmd)
+		if r.code == 0 || len(e.api.seen()) != before {
+			t.Fatalf("an agent reached the upstream with no daemon: exit %d %q", r.code, r.stdout)
+		}
+		t.Logf("an agent with no daemon: curl exit %d: %s", r.code, strings.TrimSpace(r.stderr))
+	})
+
+	t.Run("the KMS back: the daemon starts and serves", func(t *testing.T) {
+		kms.start(false)
+		e.startDaemon()
+		injected(t, e.canary)
+		e.wirken(nil, "audit", "verify").mustSucceed(t)
+	})
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	return s[strings.LastIndexByte(s, '\n')+1:]
 }
