@@ -728,3 +728,152 @@ func lastLine(s string) string {
 	s = strings.TrimSpace(s)
 	return s[strings.LastIndexByte(s, '\n')+1:]
 }
+
+// faultyUpstream is api.example.test on 127.0.0.6:443 misbehaving by path: /echo/ok answers,
+// /echo/rst-before resets the connection once the request is read, /echo/close-before closes
+// it, /echo/rst-mid sends a 200 header and part of the body and resets, /echo/hang never
+// answers. It counts what it received by path.
+type faultyUpstream struct {
+	mu   sync.Mutex
+	got  map[string]int
+	auth []string
+}
+
+const faultyAddr = "127.0.0.6:443"
+
+func startFaultyUpstream(t *testing.T, cert tls.Certificate) *faultyUpstream {
+	t.Helper()
+	u := &faultyUpstream{got: map[string]int{}}
+	release := make(chan struct{})
+	ln, err := net.Listen("tcp", faultyAddr)
+	if err != nil {
+		t.Fatalf("faulty upstream on %s: %v", faultyAddr, err)
+	}
+	reset := func(w http.ResponseWriter, prefix string) {
+		c, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		if prefix != "" {
+			buf.WriteString(prefix)
+			buf.Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+		if tc, ok := c.(*tls.Conn); ok {
+			tc.NetConn().(*net.TCPConn).SetLinger(0) // close sends RST
+		}
+		c.Close()
+	}
+	srv := &http.Server{
+		ReadHeaderTimeout: 5 * time.Second,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}},
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			u.mu.Lock()
+			u.got[r.URL.Path]++
+			u.auth = append(u.auth, r.Header.Get("Authorization"))
+			u.mu.Unlock()
+			switch r.URL.Path {
+			case "/echo/rst-before":
+				reset(w, "")
+			case "/echo/close-before":
+				c, _, _ := w.(http.Hijacker).Hijack()
+				c.Close()
+			case "/echo/rst-mid":
+				reset(w, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n"+strings.Repeat("x", 1000))
+			case "/echo/hang":
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+			default:
+				io.WriteString(w, `{"path":"`+r.URL.Path+`"}`)
+			}
+		}),
+	}
+	go srv.ServeTLS(ln, "", "")
+	t.Cleanup(func() { close(release); srv.Close() })
+	return u
+}
+
+func (u *faultyUpstream) count(path string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.got[path]
+}
+
+// TestFaultUpstream: upstreams that reset before or during the response, close without one,
+// or accept a request and never answer. The agent gets a 502 with a wirken: reason (within
+// proxy.upstream_response_header_timeout for the silent one) or a cut-off body; every request
+// the upstream received has its credential.use record, and its outcome is in credential.result.
+func TestFaultUpstream(t *testing.T) {
+	e := newEnvWith(t, envOptions{proxy: "upstream_response_header_timeout = 2"})
+	up := startFaultyUpstream(t, e.upCA.leaf(t, "api.example.test"))
+	e.dnsUp.set("api.example.test", "127.0.0.6")
+	result := func(path string) map[string]any {
+		var last map[string]any
+		for _, r := range e.records("credential.result") {
+			if r["path"] == path {
+				last = r
+			}
+		}
+		return last
+	}
+	uses := func(path string) int {
+		n := 0
+		for _, r := range e.records("credential.use") {
+			if r["path"] == path {
+				n++
+			}
+		}
+		return n
+	}
+	for _, tc := range []struct {
+		path       string
+		wantStatus string // what curl reports as the response status
+		wantBody   string // in the agent's output
+		maxSecs    float64
+		resultCode float64 // the audited status
+		reason     string  // in the audited reason
+	}{
+		{"/echo/ok", "200", `"path":"/echo/ok"`, 10, 200, ""},
+		{"/echo/rst-before", "502", "wirken: ", 10, 502, "connection"}, // reset, or closed once TLS saw it
+		{"/echo/close-before", "502", "wirken: ", 10, 502, "closed"},
+		{"/echo/hang", "502", "timeout", 2 + 6, 502, "timeout"},
+		{"/echo/rst-mid", "200", "", 10, 200, "cut off after 1000 bytes"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			start := time.Now()
+			r := e.asAgent("curl", "-sS", "--max-time", "30", "https://api.example.test"+tc.path, "-w", "\n%{http_code} %{size_download}")
+			took := time.Since(start)
+			lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+			status := strings.Fields(lines[len(lines)-1] + " ?")[0]
+			if status != tc.wantStatus || !strings.Contains(r.stdout, tc.wantBody) {
+				t.Errorf("the agent got exit %d %q %q; want status %s with %q", r.code, r.stdout, r.stderr, tc.wantStatus, tc.wantBody)
+			}
+			if took.Seconds() > tc.maxSecs {
+				t.Errorf("the agent waited %v; want at most %gs", took, tc.maxSecs)
+			}
+			got := up.count(tc.path)
+			if got == 0 || uses(tc.path) < got {
+				t.Errorf("the upstream received %s %d times; %d credential.use records", tc.path, got, uses(tc.path))
+			}
+			var res map[string]any
+			deadline := time.Now().Add(5 * time.Second)
+			for res = result(tc.path); res == nil && time.Now().Before(deadline); res = result(tc.path) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if res == nil || res["status"] != tc.resultCode || !strings.Contains(fmt.Sprint(res["reason"]), tc.reason) {
+				t.Errorf("credential.result for %s = %v; want status %v with a reason containing %q", tc.path, res, tc.resultCode, tc.reason)
+			}
+			t.Logf("%s: the agent saw curl exit %d, %q %s after %v; the upstream received it %d time(s); audited: credential.use x%d, credential.result status %v bytes %v reason %q",
+				tc.path, r.code, lastLine(r.stdout), strings.TrimSpace(r.stderr), took.Round(time.Millisecond), got, uses(tc.path), res["status"], res["bytes"], res["reason"])
+		})
+	}
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	for _, a := range up.auth {
+		if a != "Bearer "+e.canary {
+			t.Errorf("the faulty upstream saw Authorization %q; want the injected credential", a)
+		}
+	}
+}
