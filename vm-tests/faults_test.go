@@ -877,3 +877,69 @@ func TestFaultUpstream(t *testing.T) {
 		}
 	}
 }
+
+// daemonFDs counts the daemon's open file descriptors.
+func (e *env) daemonFDs(t *testing.T) int {
+	t.Helper()
+	e.daemonMu.Lock()
+	pid := e.daemon.Process.Pid
+	e.daemonMu.Unlock()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestFaultSlowLoris: an agent holds 90 connections open as long as wirken lets it (silent,
+// a stalled TLS hello, a header sent a byte every 100 ms). wirken closes each within its
+// timeout (proxy.first_byte_timeout and read_header_timeout, 2 s here), another agent request
+// is served meanwhile, and the daemon's file descriptors come back to where they were.
+func TestFaultSlowLoris(t *testing.T) {
+	const timeout, conns = 2, 90
+	e := newEnvWith(t, envOptions{proxy: fmt.Sprintf("first_byte_timeout = %d\nread_header_timeout = %d", timeout, timeout)})
+	e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo", "--fail", "-o", "/dev/null")...).mustSucceed(t)
+	fds0 := e.daemonFDs(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd, out := e.faultAgentCmd(t, ctx, "loris", strconv.Itoa(conns), "20")
+	time.Sleep(1200 * time.Millisecond)
+	fdsPeak := e.daemonFDs(t)
+	start := time.Now()
+	r := e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo", "--fail", "-w", "\n%{http_code}")...)
+	served := time.Since(start)
+	if r.code != 0 || !strings.HasSuffix(r.stdout, "\n200") {
+		t.Errorf("another request during the slow-loris: exit %d %q %q; want 200", r.code, r.stdout, r.stderr)
+	}
+	var rep lorisReport
+	waitReport(t, cmd, out, &rep)
+	// The daemon closes its side as the agent's connections end; give it a moment.
+	var fds1 int
+	for range 50 {
+		if fds1 = e.daemonFDs(t); fds1 <= fds0+5 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	opened := 0
+	for kind, k := range rep.Kinds {
+		opened += k.Opened
+		t.Logf("%s: %d opened, %d closed by wirken, held at most %.1fs; the agent read: %v", kind, k.Opened, k.Closed, k.MaxSecs, k.Answers)
+		if k.Closed != k.Opened {
+			t.Errorf("%s: wirken closed %d of %d connections within 20 s", kind, k.Closed, k.Opened)
+		}
+		if k.MaxSecs > timeout+4 {
+			t.Errorf("%s: a connection was held %.1fs; the timeout is %ds", kind, k.MaxSecs, timeout)
+		}
+	}
+	if opened != conns {
+		t.Errorf("the agent opened %d connections; want %d", opened, conns)
+	}
+	t.Logf("another agent request during the attack: 200 in %v; daemon fds %d before, %d during, %d after", served.Round(time.Millisecond), fds0, fdsPeak, fds1)
+	if fdsPeak < fds0+conns/2 {
+		t.Errorf("the daemon had %d fds during the attack, %d before: were the connections really open?", fdsPeak, fds0)
+	}
+	if fds1 > fds0+5 {
+		t.Errorf("the daemon holds %d fds after the attack, %d before", fds1, fds0)
+	}
+}
