@@ -95,15 +95,14 @@ func TestResendIsAudited(t *testing.T) {
 // TestResendStoppedWhenAuditFails: when the record of a further send cannot be written, the
 // send does not happen and the agent gets 503.
 func TestResendStoppedWhenAuditFails(t *testing.T) {
-	h := newHarness(t)
+	// The warm-up's and the first send's records are written; the resend's is refused.
+	rec := &failAfter{fakeRecorder: &fakeRecorder{}, ok: 2}
+	h := newHarness(t, func(c *Config) { c.Recorder = rec })
 	count := faultyUpstream(t, h)
 	c := h.client("api.example.test")
 	if code, _, _, err := get(t, c, "https://api.example.test/v1/warm", nil); err != nil || code != 200 {
 		t.Fatalf("warm-up: %d %v", code, err)
 	}
-	// The first record is written; the resend's is refused.
-	rec := &failSecond{fakeRecorder: h.rec}
-	h.proxy.cfg.Recorder = rec
 	code, _, body, err := get(t, c, "https://api.example.test/v1/drop", nil)
 	if err != nil || code != http.StatusServiceUnavailable {
 		t.Fatalf("GET /v1/drop with the audit log failing on the resend: %d %q %v; want 503", code, body, err)
@@ -113,19 +112,20 @@ func TestResendStoppedWhenAuditFails(t *testing.T) {
 	}
 }
 
-// failSecond fails every Begin after the first.
-type failSecond struct {
+// failAfter fails every Begin after the first ok.
+type failAfter struct {
 	*fakeRecorder
 	mu sync.Mutex
 	n  int
+	ok int
 }
 
-func (f *failSecond) Begin(ctx context.Context, e Event) (context.Context, func(Result), error) {
+func (f *failAfter) Begin(ctx context.Context, e Event) (context.Context, func(Result), error) {
 	f.mu.Lock()
 	f.n++
 	n := f.n
 	f.mu.Unlock()
-	if n > 1 {
+	if n > f.ok {
 		return ctx, nil, errors.New("disk full")
 	}
 	return f.fakeRecorder.Begin(ctx, e)

@@ -320,10 +320,12 @@ func TestFaultKillUnderLoad(t *testing.T) {
 	defer cancel()
 	cmd, out := e.faultAgentCmd(t, ctx, "load", "12", "16", "kill")
 	time.Sleep(4 * time.Second)
-	received0 := len(e.api.seen())
 	e.killDaemon()
 	killedAt := time.Now()
-	time.Sleep(2 * time.Second)
+	// What the dead daemon had already written may still arrive; after that, nothing may.
+	time.Sleep(300 * time.Millisecond)
+	received0 := len(e.api.seen())
+	time.Sleep(1700 * time.Millisecond)
 	receivedDead := len(e.api.seen())
 	e.startDaemon()
 	restartedAt := time.Now()
@@ -349,10 +351,10 @@ func TestFaultKillUnderLoad(t *testing.T) {
 	if before == 0 || after == 0 {
 		t.Fatalf("%d requests served before the kill, %d after the restart; want both > 0", before, after)
 	}
-	// While the daemon was dead nothing reached the upstream beyond what was in flight at the
-	// kill (those were audited before they left: checked below).
-	if n := receivedDead - received0; n > 16 {
-		t.Errorf("the upstream received %d requests in the 2 s the daemon was dead; at most the 16 in flight could", n)
+	// While the daemon was dead nothing reached the upstream (what was in flight at the kill
+	// was audited before it left: checked below).
+	if n := receivedDead - received0; n != 0 {
+		t.Errorf("the upstream received %d requests while the daemon was dead", n)
 	}
 	var failedWhileDead int
 	for k, v := range rep.Outcomes {
@@ -893,18 +895,27 @@ func (e *env) daemonFDs(t *testing.T) int {
 
 // TestFaultSlowLoris: an agent holds 90 connections open as long as wirken lets it (silent,
 // a stalled TLS hello, a header sent a byte every 100 ms). wirken closes each within its
-// timeout (proxy.first_byte_timeout and read_header_timeout, 2 s here), another agent request
+// timeout (proxy.first_byte_timeout and read_header_timeout), another agent request
 // is served meanwhile, and the daemon's file descriptors come back to where they were.
+// (timeouts of 3 s here)
 func TestFaultSlowLoris(t *testing.T) {
-	const timeout, conns = 2, 90
+	const timeout, conns = 3, 90
 	e := newEnvWith(t, envOptions{proxy: fmt.Sprintf("first_byte_timeout = %d\nread_header_timeout = %d", timeout, timeout)})
 	e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo", "--fail", "-o", "/dev/null")...).mustSucceed(t)
 	fds0 := e.daemonFDs(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd, out := e.faultAgentCmd(t, ctx, "loris", strconv.Itoa(conns), "20")
-	time.Sleep(1200 * time.Millisecond)
-	fdsPeak := e.daemonFDs(t)
+	cmd, out := e.faultAgentCmd(t, ctx, "loris", strconv.Itoa(conns), "30")
+	// Wait until most of the connections are open (slow under emulation), then ask as another
+	// agent while they are.
+	fdsPeak := fds0
+	for i := 0; fdsPeak < fds0+conns/2; i++ {
+		if i == 200 {
+			t.Fatalf("the daemon had %d fds 20 s into the attack, %d before: the connections never opened", fdsPeak, fds0)
+		}
+		time.Sleep(100 * time.Millisecond)
+		fdsPeak = max(fdsPeak, e.daemonFDs(t))
+	}
 	start := time.Now()
 	r := e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo", "--fail", "-w", "\n%{http_code}")...)
 	served := time.Since(start)
@@ -926,19 +937,17 @@ func TestFaultSlowLoris(t *testing.T) {
 		opened += k.Opened
 		t.Logf("%s: %d opened, %d closed by wirken, held at most %.1fs; the agent read: %v", kind, k.Opened, k.Closed, k.MaxSecs, k.Answers)
 		if k.Closed != k.Opened {
-			t.Errorf("%s: wirken closed %d of %d connections within 20 s", kind, k.Closed, k.Opened)
+			t.Errorf("%s: wirken closed %d of %d connections within 30 s", kind, k.Closed, k.Opened)
 		}
-		if k.MaxSecs > timeout+4 {
-			t.Errorf("%s: a connection was held %.1fs; the timeout is %ds", kind, k.MaxSecs, timeout)
+		// The handshake and then the header each have read_header_timeout.
+		if k.MaxSecs > 2*timeout+3 {
+			t.Errorf("%s: a connection was held %.1fs; the timeouts are %ds", kind, k.MaxSecs, timeout)
 		}
 	}
 	if opened != conns {
 		t.Errorf("the agent opened %d connections; want %d", opened, conns)
 	}
 	t.Logf("another agent request during the attack: 200 in %v; daemon fds %d before, %d during, %d after", served.Round(time.Millisecond), fds0, fdsPeak, fds1)
-	if fdsPeak < fds0+conns/2 {
-		t.Errorf("the daemon had %d fds during the attack, %d before: were the connections really open?", fdsPeak, fds0)
-	}
 	if fds1 > fds0+5 {
 		t.Errorf("the daemon holds %d fds after the attack, %d before", fds1, fds0)
 	}
