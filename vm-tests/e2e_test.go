@@ -203,6 +203,9 @@ type envOptions struct {
 	policy       string // the policy to run instead of the default one
 	proxy        string // more lines for the [proxy] table (timeouts, say)
 	config       string // more tables at the end of the configuration (vault seals, say)
+	// restartable picks the proxy and DNS ports below the ephemeral range (as the defaults,
+	// 15001 and 15053, are), so an agent's own sockets cannot take them while the daemon is down.
+	restartable bool
 }
 
 func newEnvWith(t *testing.T, opt envOptions) *env {
@@ -242,6 +245,9 @@ func newEnvWith(t *testing.T, opt envOptions) *env {
 	e.api = startUpstream(t, "127.0.0.2:443", e.upCA.leaf(t, "api.example.test"))
 	e.other = startUpstream(t, "127.0.0.3:443", e.upCA.leaf(t, "evil.example.test"))
 	e.proxyPort, e.dnsPort = freePort(t), freePort(t)
+	if opt.restartable {
+		e.proxyPort, e.dnsPort = lowFreePort(t), lowFreePort(t)
+	}
 	e.dnsUp = startDNSUpstream(t, map[string]string{"api.example.test": "127.0.0.2", "evil.example.test": "127.0.0.3"})
 	write(t, filepath.Join(dir, "upstream-ca.pem"), e.upCA.pem)
 	pol := opt.policy

@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -50,10 +51,14 @@ type loadHit struct {
 func faultAgent(args []string) int {
 	var rep any
 	switch args[0] {
-	case "load": // load SECONDS WORKERS TAG
+	case "load": // load SECONDS WORKERS TAG [STOPFILE]: until SECONDS pass or STOPFILE exists
 		secs, _ := strconv.Atoi(args[1])
 		workers, _ := strconv.Atoi(args[2])
-		rep = loadAgent(time.Duration(secs)*time.Second, workers, args[3])
+		stop := ""
+		if len(args) > 4 {
+			stop = args[4]
+		}
+		rep = loadAgent(time.Duration(secs)*time.Second, workers, args[3], stop)
 	case "loris": // loris CONNS SECONDS
 		n, _ := strconv.Atoi(args[1])
 		secs, _ := strconv.Atoi(args[2])
@@ -71,10 +76,22 @@ func faultAgent(args []string) int {
 // request asks for /admin (no rule allows it: it must be 403); the rest ask for /echo/<id>
 // with a unique id. Each carries the agent's own dummy Authorization, which must never reach
 // the upstream.
-func loadAgent(d time.Duration, workers int, tag string) loadReport {
+func loadAgent(d time.Duration, workers int, tag, stopFile string) loadReport {
 	rep := loadReport{Outcomes: map[string]int{}}
 	var mu sync.Mutex
 	deadline := time.Now().Add(d)
+	var stopped atomic.Bool
+	if stopFile != "" {
+		go func() {
+			for !stopped.Load() {
+				if _, err := os.Stat(stopFile); err == nil {
+					stopped.Store(true)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
+		defer stopped.Store(true)
+	}
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Add(1)
@@ -83,7 +100,7 @@ func loadAgent(d time.Duration, workers int, tag string) loadReport {
 			tr := &http.Transport{DisableKeepAlives: w%2 == 1, MaxIdleConnsPerHost: 1, ForceAttemptHTTP2: w%4 == 0}
 			defer tr.CloseIdleConnections()
 			client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-			for n := 0; time.Now().Before(deadline); n++ {
+			for n := 0; time.Now().Before(deadline) && !stopped.Load(); n++ {
 				kind, path := "echo", fmt.Sprintf("/echo/%s-%d-%d", tag, w, n)
 				if n%4 == 3 {
 					kind, path = "admin", fmt.Sprintf("/admin/%s-%d-%d", tag, w, n)
@@ -96,9 +113,12 @@ func loadAgent(d time.Duration, workers int, tag string) loadReport {
 				if err != nil {
 					outcome = kind + " error: " + errKind(err)
 				} else {
-					body, _ = io.ReadAll(resp.Body)
+					body, err = io.ReadAll(resp.Body)
 					resp.Body.Close()
 					outcome = kind + " " + strconv.Itoa(resp.StatusCode)
+					if err != nil {
+						outcome += " then the body cut off: " + errKind(err)
+					}
 				}
 				mu.Lock()
 				rep.Outcomes[outcome]++
@@ -133,7 +153,16 @@ func errKind(err error) string {
 	case errors.Is(err, syscall.ECONNRESET):
 		return "connection reset"
 	case errors.As(err, &dnsErr):
-		return "name lookup failed"
+		msg := dnsErr.Err
+		switch {
+		case dnsErr.IsTimeout:
+			msg = "timeout"
+		case dnsErr.IsNotFound:
+			msg = "no such host"
+		case strings.Contains(msg, ": "):
+			msg = msg[strings.LastIndex(msg, ": ")+2:]
+		}
+		return "name lookup failed: " + msg
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "connection closed"
 	case errors.As(err, &ne) && ne.Timeout():
@@ -315,11 +344,19 @@ func checkAllAudited(t *testing.T, e *env) (received, unfinished int) {
 // (kept-alive and new connections, allowed and denied paths), restarts it, and proves that no
 // request went around the proxy and every request the upstream received was audited.
 func TestFaultKillUnderLoad(t *testing.T) {
-	e := newEnv(t)
+	e := newEnvWith(t, envOptions{restartable: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	cmd, out := e.faultAgentCmd(t, ctx, "load", "12", "16", "kill")
-	time.Sleep(4 * time.Second)
+	stop := filepath.Join(e.dir, "stop-load")
+	cmd, out := e.faultAgentCmd(t, ctx, "load", "80", "16", "kill", stop)
+	// Load until the upstream has served some (slow under emulation), then kill.
+	waitReceived := func(n int) {
+		deadline := time.Now().Add(30 * time.Second)
+		for len(e.api.seen()) < n && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitReceived(50)
 	e.killDaemon()
 	killedAt := time.Now()
 	// What the dead daemon had already written may still arrive; after that, nothing may.
@@ -329,10 +366,12 @@ func TestFaultKillUnderLoad(t *testing.T) {
 	receivedDead := len(e.api.seen())
 	e.startDaemon()
 	restartedAt := time.Now()
+	waitReceived(receivedDead + 50)
+	write(t, stop, nil)
 	var rep loadReport
 	waitReport(t, cmd, out, &rep)
 	t.Logf("what the agent saw: %s", outcomesText(rep.Outcomes))
-	t.Logf("daemon killed %v after the load began, back %v later", 4*time.Second, restartedAt.Sub(killedAt).Round(time.Millisecond))
+	t.Logf("daemon killed after the upstream had received %d requests, back %v later; the load went on %v after that", received0, restartedAt.Sub(killedAt).Round(time.Millisecond), time.Since(restartedAt).Round(time.Millisecond))
 	for _, w := range rep.Wrong {
 		t.Errorf("agent: %s", w)
 	}
@@ -347,8 +386,8 @@ func TestFaultKillUnderLoad(t *testing.T) {
 			after++
 		}
 	}
-	t.Logf("answered 200: %d before the kill, %d while it was dead (finished in flight), %d after the restart", before, during, after)
-	if before == 0 || after == 0 {
+	t.Logf("answered 200: %d before the kill, %d while it was dead or starting again, %d after it said it was ready", before, during, after)
+	if before == 0 || during+after == 0 {
 		t.Fatalf("%d requests served before the kill, %d after the restart; want both > 0", before, after)
 	}
 	// While the daemon was dead nothing reached the upstream (what was in flight at the kill
@@ -951,4 +990,33 @@ func TestFaultSlowLoris(t *testing.T) {
 	if fds1 > fds0+5 {
 		t.Errorf("the daemon holds %d fds after the attack, %d before", fds1, fds0)
 	}
+}
+
+// lowFreePort is a free TCP and UDP port on 127.0.0.1 below the kernel's ephemeral range.
+func lowFreePort(t *testing.T) int {
+	t.Helper()
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			lo, _ = strconv.Atoi(f[0])
+		}
+	}
+	for range 200 {
+		n := make([]byte, 2)
+		rand.Read(n)
+		port := 10000 + (int(n[0])<<8|int(n[1]))%max(lo-10000, 1)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		ln.Close()
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		return port
+	}
+	t.Fatal("no free port below the ephemeral range")
+	return 0
 }
