@@ -24,6 +24,9 @@ type Config struct {
 	Vault struct {
 		File  string           `toml:"file"`
 		Seals []map[string]any `toml:"seals"`
+		// UnsealTimeout bounds, in seconds, each seal's unseal of the root key (a KMS that
+		// accepts but never answers must not hang the daemon's start or a reload).
+		UnsealTimeout float64 `toml:"unseal_timeout"`
 	} `toml:"vault"`
 	CA struct {
 		Cert string `toml:"cert"`
@@ -42,6 +45,7 @@ type Config struct {
 		Port            int      `toml:"port"`
 		UpstreamCAFiles []string `toml:"upstream_ca_files"`
 		IPv6            string   `toml:"ipv6"`
+		Timeouts                 // read_header_timeout, idle_timeout, ... (timeouts.go)
 	} `toml:"proxy"`
 	Cgroup struct {
 		Root string `toml:"root"`
@@ -195,6 +199,8 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		errs = append(errs, fmt.Sprintf("%s: %d is not a TCP port", keyAt(path, data, toml.Key{"proxy", "port"}), c.Proxy.Port))
 	}
 	errs = append(errs, c.dnsDefaults(data)...)
+	errs = append(errs, c.Proxy.Timeouts.check(path, data)...)
+	errs = append(errs, c.checkUnsealTimeout(path, data)...)
 	if c.Cgroup.Root == "" {
 		c.Cgroup.Root = "wirken"
 	}

@@ -233,6 +233,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		names = d.resolver
 	}
 
+	peek, header, idle, dial, respHeader := cfg.Proxy.Timeouts.Durations()
 	d.proxy, err = mitm.New(mitm.Config{
 		CA:            ca,
 		UpstreamRoots: roots,
@@ -245,6 +246,12 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		Names:         names,
 		Addresses:     d.resolver,
 		Own:           cfg.dnsListenAddrs(),
+
+		PeekTimeout:           peek,
+		HeaderTimeout:         header,
+		IdleTimeout:           idle,
+		DialTimeout:           dial,
+		ResponseHeaderTimeout: respHeader,
 	})
 	if err != nil {
 		return err
@@ -306,7 +313,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 			return nil
 		case <-hup:
 			if err := d.Reload(); err != nil {
-				log.Error("policy reload refused; the last good policy keeps serving", "err", err)
+				log.Error("reload refused; the last good policy and vault keep serving", "err", err)
 			}
 		}
 	}
@@ -319,10 +326,20 @@ func (d *Daemon) Reload() error {
 	defer d.reloadMu.Unlock()
 	// A refused vault file is logged and audited by vaultChanged; the last good vault serves on
 	// and the policy reload goes ahead regardless.
-	if changed, err := d.vault.Reload(context.Background()); err != nil || changed {
-		d.vaultChanged(d.vault.Generation(), err)
+	// A root key rotated in the file needs the KMS: a KMS that never answers must not hold
+	// the reload (and reloadMu) forever.
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.UnsealTimeout())
+	defer cancel()
+	changed, verr := d.vault.Reload(ctx)
+	if verr != nil || changed {
+		d.vaultChanged(d.vault.Generation(), verr)
 	}
-	return d.reloadPolicy()
+	perr := d.reloadPolicy()
+	if verr != nil {
+		// The caller (wirken reload) must hear of it too, not only the log and the audit log.
+		verr = fmt.Errorf("vault file refused, the last good vault keeps serving: %w", verr)
+	}
+	return errors.Join(verr, perr)
 }
 
 // vaultChanged audits a new vault snapshot (or a refused file) and closes the idle upstream

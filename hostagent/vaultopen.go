@@ -16,22 +16,41 @@ import (
 func OpenVault(ctx context.Context, cfg *Config, opts ...vault.OpenOption) (*vault.Vault, vault.Seal, error) {
 	var errs []error
 	for i, sc := range cfg.Seals() {
-		seal, err := vault.NewSeal(ctx, sc)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("seal %d (%s): %w", i, sc.Type, err))
-			continue
-		}
-		v, err := vault.Open(ctx, cfg.Vault.File, seal, opts...)
+		seal, err := openWithSeal(ctx, cfg, sc, opts)
 		if err == nil {
-			return v, seal, nil
+			return seal.v, seal.s, nil
 		}
-		_ = vault.FinalizeSeal(ctx, seal)
-		if !errors.Is(err, vault.ErrSeal) {
+		if !errors.Is(err, vault.ErrSeal) && !errors.Is(err, errSealBuild) {
 			return nil, nil, err // the file itself is bad, or rolled back: another seal will not help
 		}
 		errs = append(errs, fmt.Errorf("seal %d (%s): %w", i, sc.Type, err))
 	}
 	return nil, nil, fmt.Errorf("unsealing %s: no configured seal could: %w", cfg.Vault.File, errors.Join(errs...))
+}
+
+// errSealBuild marks a seal that could not be built (its KMS unreachable, say).
+var errSealBuild = errors.New("seal unavailable")
+
+type openedVault struct {
+	v *vault.Vault
+	s vault.Seal
+}
+
+// openWithSeal builds one seal and opens the vault with it, within vault.unseal_timeout: a
+// KMS that accepts but never answers fails the attempt instead of hanging it.
+func openWithSeal(ctx context.Context, cfg *Config, sc vault.SealConfig, opts []vault.OpenOption) (openedVault, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.UnsealTimeout())
+	defer cancel()
+	seal, err := vault.NewSeal(ctx, sc)
+	if err != nil {
+		return openedVault{}, fmt.Errorf("%w (unseal_timeout %v): %w", errSealBuild, cfg.UnsealTimeout(), err)
+	}
+	v, err := vault.Open(ctx, cfg.Vault.File, seal, opts...)
+	if err != nil {
+		_ = vault.FinalizeSeal(context.Background(), seal)
+		return openedVault{}, err
+	}
+	return openedVault{v, seal}, nil
 }
 
 // lastAuditedGeneration is the vault generation of the last audit record that names one (0 if

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -123,14 +124,24 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 		p.log.Error("audit log unavailable; refusing request", "agent", o.Agent, "host", host, "err", err)
 		return errorResponse(req, statusOf(ErrAuditUnavailable), g.Rule, ErrAuditUnavailable.Error())
 	}
-	out = out.WithContext(spanCtx)
+	// net/http resends a request whose reused connection failed before an answer; each resend
+	// is recorded before it leaves, as the first send was (resend.go).
+	rs := &resends{p: p, ctx: req.Context(), ev: ev, finish: finish}
+	out = out.WithContext(rs.trace(spanCtx))
 
 	cred := ""
 	if g.Credential != nil {
 		cred = g.Credential.Name
 	}
 	sent = true
-	resp, err := p.pool.transport(poolKey{o.Dst, s.sni, s.tls, cred}).RoundTrip(out)
+	tr := p.pool.transport(poolKey{o.Dst, s.sni, s.tls, cred})
+	rs.tr = tr
+	resp, err := tr.RoundTrip(out)
+	finish = rs.finish
+	if err != nil && rs.failed != nil {
+		p.log.Error("audit log unavailable; refusing to resend a request", "agent", o.Agent, "host", host, "err", rs.failed)
+		return errorResponse(req, statusOf(ErrAuditUnavailable), g.Rule, ErrAuditUnavailable.Error())
+	}
 	if err != nil {
 		reason := upstreamReason(err)
 		finish(Result{Status: http.StatusBadGateway, Err: errors.New(reason)})
@@ -145,7 +156,7 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	}
 	if rw, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
 		// An upgraded connection (WebSocket) is relayed through the body as a ReadWriter.
-		done := func(n int64) { finish(Result{Status: resp.StatusCode, Bytes: n}) }
+		done := func(n int64, _ error) { finish(Result{Status: resp.StatusCode, Bytes: n}) }
 		resp.Body = &upgradedBody{countingBody{ReadCloser: rw, done: done}, rw}
 		return resp
 	}
@@ -155,8 +166,12 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	if g.Credential != nil || budgeted {
 		usage = newUsageReader(resp)
 	}
-	done := func(n int64) {
+	done := func(n int64, err error) {
 		r := Result{Status: resp.StatusCode, Bytes: n}
+		if err != nil {
+			// The agent got a status and part of a body: the record says it was cut off.
+			r.Err = fmt.Errorf("response cut off after %d bytes: %s", n, upstreamReason(err))
+		}
 		if usage != nil {
 			r.Usage = usage.usage()
 			p.spend(o.Agent, g, r.Usage)
@@ -284,8 +299,9 @@ func upstreamReason(err error) string {
 type countingBody struct {
 	io.ReadCloser
 	n     int64
+	err   error // how the upstream's body ended, if not cleanly
 	once  sync.Once
-	done  func(int64)
+	done  func(int64, error)
 	usage *usageReader // nil unless the response may carry LLM usage
 	after func()       // if set, runs once the body is finished, after done
 }
@@ -297,6 +313,9 @@ func (b *countingBody) Read(p []byte) (int, error) {
 		b.usage.write(p[:n])
 	}
 	if err != nil {
+		if err != io.EOF {
+			b.err = err
+		}
 		b.end()
 	}
 	return n, err
@@ -310,7 +329,7 @@ func (b *countingBody) Close() error {
 
 func (b *countingBody) end() {
 	b.once.Do(func() {
-		b.done(b.n)
+		b.done(b.n, b.err)
 		if b.after != nil {
 			b.after()
 		}

@@ -49,6 +49,7 @@ func TestAuditDiskFull(t *testing.T) {
 			t.Fatalf("name lookups still work after %d tries with the audit disk full: exit %d, %q", i, r.code, r.stderr)
 		}
 	}
+	t.Log("what the agent saw with the audit disk full: name lookups fail (no DNS answer without a durable dns record)")
 	asked := len(e.dnsUp.queries())
 	if r := e.asAgent(curlArgs("api.example.test", "127.0.0.2", "/echo")...); r.code == 0 {
 		t.Errorf("name lookup with the audit disk full succeeded: %q", r.stdout)
@@ -91,6 +92,8 @@ func TestAuditDiskFull(t *testing.T) {
 	if got := len(e.api.seen()); got != before {
 		t.Fatalf("%d requests reached the upstream while nothing could be audited", got-before)
 	}
+	t.Logf("what the agent saw with the audit disk full: %d concurrent requests each answered %q; the upstream received none",
+		n, strings.ReplaceAll(strings.TrimSpace(results[0].stdout), "\n", " "))
 	if !strings.Contains(e.logs.String(), "AUDIT LOG UNAVAILABLE") {
 		t.Error("the daemon did not say loudly that the audit log is unavailable")
 	}
@@ -103,7 +106,8 @@ func TestAuditDiskFull(t *testing.T) {
 	if got := len(e.api.seen()); got != before+1 {
 		t.Fatalf("after space returned the upstream saw %d requests; want 1", got-before)
 	}
-	e.wirken(nil, "audit", "verify").mustSucceed(t)
+	v := e.wirken(nil, "audit", "verify").mustSucceed(t)
+	t.Logf("space back: the agent got 200 again with no restart; audit verify: %s", strings.TrimSpace(v.stdout))
 }
 
 // fill writes path until the file system is full.

@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 2 && os.Args[1] == escapeAgentArg {
 		os.Exit(escapeAgent(os.Args[2:]))
 	}
+	if len(os.Args) > 2 && os.Args[1] == faultAgentArg {
+		os.Exit(faultAgent(os.Args[2:])) // faults_test.go
+	}
 	dir, err := os.MkdirTemp("", "wirken-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -83,6 +86,7 @@ type upstream struct {
 	mu   sync.Mutex
 	auth []string // Authorization headers seen, in order
 	qs   []string // raw query strings seen, in order
+	path []string // paths seen, in order
 }
 
 func (u *upstream) seen() []string {
@@ -103,6 +107,7 @@ func startUpstream(t *testing.T, addr string, cert tls.Certificate) *upstream {
 			u.mu.Lock()
 			u.auth = append(u.auth, r.Header.Get("Authorization"))
 			u.qs = append(u.qs, r.URL.RawQuery)
+			u.path = append(u.path, r.URL.Path)
 			u.mu.Unlock()
 			w.Header().Set("Content-Type", "application/json")
 			// Shaped like an LLM API answer, with the usage fields wirken reads.
@@ -196,6 +201,11 @@ type envOptions struct {
 	otlpEndpoint string // export there instead of to a local receiver the test reads
 	auditDir     string // keep the audit log there instead of in the state dir
 	policy       string // the policy to run instead of the default one
+	proxy        string // more lines for the [proxy] table (timeouts, say)
+	config       string // more tables at the end of the configuration (vault seals, say)
+	// restartable picks the proxy and DNS ports below the ephemeral range (as the defaults,
+	// 15001 and 15053, are), so an agent's own sockets cannot take them while the daemon is down.
+	restartable bool
 }
 
 func newEnvWith(t *testing.T, opt envOptions) *env {
@@ -235,6 +245,9 @@ func newEnvWith(t *testing.T, opt envOptions) *env {
 	e.api = startUpstream(t, "127.0.0.2:443", e.upCA.leaf(t, "api.example.test"))
 	e.other = startUpstream(t, "127.0.0.3:443", e.upCA.leaf(t, "evil.example.test"))
 	e.proxyPort, e.dnsPort = freePort(t), freePort(t)
+	if opt.restartable {
+		e.proxyPort, e.dnsPort = lowFreePort(t), lowFreePort(t)
+	}
 	e.dnsUp = startDNSUpstream(t, map[string]string{"api.example.test": "127.0.0.2", "evil.example.test": "127.0.0.3"})
 	write(t, filepath.Join(dir, "upstream-ca.pem"), e.upCA.pem)
 	pol := opt.policy
@@ -266,6 +279,7 @@ control_socket = %q
 [proxy]
 port = %d
 upstream_ca_files = ["upstream-ca.pem"]
+%s
 [audit]
 log = %q
 checkpoint_interval = 0.2
@@ -279,8 +293,9 @@ upstreams = [%q]
 [log]
 level = "debug"
 format = "json"
-`, filepath.Join(dir, "state"), filepath.Join(dir, "control.sock"), e.proxyPort, e.auditPath, filepath.Base(e.cgroup), e.pinDir,
-		e.dnsPort, e.dnsUp.addr)))
+%s
+`, filepath.Join(dir, "state"), filepath.Join(dir, "control.sock"), e.proxyPort, opt.proxy, e.auditPath, filepath.Base(e.cgroup), e.pinDir,
+		e.dnsPort, e.dnsUp.addr, opt.config)))
 
 	e.wirken(nil, "vault", "init").mustSucceed(t)
 	e.wirken(nil, "ca", "init").mustSucceed(t)

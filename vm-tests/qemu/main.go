@@ -79,7 +79,7 @@ func run() error {
 	kernelPkg := flag.String("kernel-package", "linux-image-cloud-amd64", "Debian kernel package (a meta package is resolved with apt-cache to the image it depends on)")
 	cache := flag.String("cache", "vm-tests/.cache/qemu", "directory for the kernel package and the build (git-ignored)")
 	tests := flag.String("tests", "./bpf,./audit:^TestDiskFull,./cmd/wirken:^TestCLIDoctor", "comma-separated test packages to run in the VM, each optionally :pattern for -test.run")
-	e2e := flag.String("e2e", "^(TestWalkingSkeleton|TestAuditDiskFull|TestKernelEnforcement|TestDaemonRestartUnderLoad|TestBoundAgent|TestRunDetach|TestEscapes)$", "-test.run pattern of the vm-tests end-to-end tests to run in the VM with the host's -clients copied in (\"\" runs none)")
+	e2e := flag.String("e2e", "^(TestWalkingSkeleton|TestAuditDiskFull|TestKernelEnforcement|TestDaemonRestartUnderLoad|TestBoundAgent|TestRunDetach|TestEscapes|TestFault.*)$", "-test.run pattern of the vm-tests end-to-end tests to run in the VM with the host's -clients copied in (\"\" runs none)")
 	clients := flag.String("clients", "curl,env,id,grep,sh,seq,sleep,head,ip,setpriv", "comma-separated host programs the tests run, copied into the VM's /usr/bin with their shared libraries")
 	modules := flag.String("modules", "veth,dummy,tun", "comma-separated kernel modules (with their dependencies) to load in the VM")
 	timeout := flag.Duration("timeout", 10*time.Minute, "budget for building, booting and running everything")
