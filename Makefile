@@ -132,9 +132,9 @@ test: deps lint check-generate test-pkcs11
 ## test-vm: `wirken doctor`, the privileged bpf, audit disk-full and doctor tests and the vm-tests
 ## end-to-end tests chosen by -e2e inside qemu, booted with Debian bookworm's 6.1 cloud kernel
 ## (fetched with apt-get download into vm-tests/.cache); KVM if /dev/kvm works, else software
-## emulation. Budget 10 minutes; 60-140 s here with a warm build cache.
+## emulation. Budget 30 minutes (the load and soak tests are in it); see README for the times.
 test-vm: deps
-	$(GO) run ./vm-tests/qemu -timeout 10m
+	$(GO) run ./vm-tests/qemu -timeout 30m
 
 ## test-pkcs11: the PKCS#11 seal (cgo, build tag pkcs11) against Debian's SoftHSM2
 test-pkcs11: deps

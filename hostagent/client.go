@@ -41,6 +41,14 @@ type Status struct {
 	// unknown cgroup, or a local process dialling the proxy port).
 	Unregistered AgentCounts `json:"unregistered"`
 	StartedAt    time.Time   `json:"started_at"`
+
+	// The daemon's own resources, for watching it under load: goroutines, open file
+	// descriptors and their limit, and how often accepting an agent connection failed (out of
+	// descriptors) and was retried.
+	Goroutines   int    `json:"goroutines"`
+	OpenFiles    int    `json:"open_files"`
+	FileLimit    uint64 `json:"file_limit"`
+	AcceptErrors int64  `json:"accept_errors"`
 }
 
 // Client talks to a running daemon over its control socket.

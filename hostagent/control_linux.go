@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"syscall"
 	"time"
@@ -86,7 +87,9 @@ func (d *Daemon) status() Status {
 	st.PolicyLoads = d.policyLoad.Load()
 	if d.proxy != nil {
 		st.Connections = d.proxy.Connections()
+		st.AcceptErrors = d.proxy.AcceptErrors()
 	}
+	st.Goroutines, st.OpenFiles, st.FileLimit = runtime.NumGoroutine(), openFiles(), fileLimit()
 	counts := d.counts.snapshot()
 	st.Unregistered = counts[""]
 	for _, a := range d.agents.list() {

@@ -74,6 +74,10 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		return err
 	}
 	d.counts, d.started = &counters{}, time.Now()
+	nofile, err := raiseFileLimit()
+	if err != nil {
+		return err
+	}
 	met.counts = d.counts
 	d.agents.byID = map[uint64]string{}
 	d.agents.byName = map[string]agentCgroup{}
@@ -298,7 +302,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 
 	log.Info("wirken is running", "proxy_port", cfg.Proxy.Port, "dns_port", cfg.DNS.Port, "dns_upstreams", ups,
 		"require_resolved", *cfg.DNS.RequireResolved, "cgroup", d.root, "pin_dir", cfg.BPF.PinDir,
-		"agents", len(pol.Agents()), "control_socket", cfg.ControlSocket)
+		"agents", len(pol.Agents()), "control_socket", cfg.ControlSocket, "open_files_limit", nofile)
 	if ready != nil {
 		close(ready)
 	}

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/elazarl/goproxy"
@@ -176,6 +177,10 @@ type Proxy struct {
 	// unsteered limits how many connections without steering metadata are recorded: any local
 	// process can make them, and each costs an fsync'd audit record.
 	unsteered *limiter
+	// acceptLog limits how often a failing Accept (out of file descriptors) is logged;
+	// acceptErrs counts every failure.
+	acceptLog  *limiter
+	acceptErrs atomic.Int64
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -210,6 +215,7 @@ func New(cfg Config) (*Proxy, error) {
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*clientConn]struct{}),
 		unsteered: newLimiter(20, time.Second),
+		acceptLog: newLimiter(1, time.Second),
 		signBuf:   byteBudget{max: cfg.SignBuffer},
 	}
 	p.pool = newPool(cfg.UpstreamRoots, cfg.DialTimeout, cfg.ResponseHeaderTimeout, maxTransports)
@@ -230,22 +236,57 @@ func (p *Proxy) Serve(ln net.Listener) error {
 		delete(p.listeners, ln)
 		p.mu.Unlock()
 	}()
+	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
+			if !acceptRetryable(err) {
+				return fmt.Errorf("accepting: %w", err)
 			}
-			return fmt.Errorf("accepting: %w", err)
+			// Out of file descriptors (or memory, or a connection that went away before it
+			// was accepted): the listener stays, and accepting resumes once connections close.
+			// The waiting agents stay in the kernel's backlog; steering keeps them away from
+			// everywhere else.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			p.acceptFailed(err, backoff)
+			time.Sleep(backoff)
+			continue
 		}
+		backoff = 0
 		go p.handle(p.track(c))
 	}
 }
+
+// acceptRetryable says whether an Accept error passes: a timeout, too many open files (the
+// process's or the system's), no buffer or memory for now, or a connection aborted before it
+// was accepted. Anything else ends Serve.
+func acceptRetryable(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// acceptFailed logs a passing Accept error, at most once a second, with how many there were.
+func (p *Proxy) acceptFailed(err error, backoff time.Duration) {
+	p.acceptErrs.Add(1)
+	if ok, dropped := p.acceptLog.allow(); ok {
+		p.log.Warn("accepting agent connections failed; retrying", "err", err, "retry_in", backoff, "unlogged", dropped)
+	}
+}
+
+// AcceptErrors is how many times accepting a connection failed and was retried (most often:
+// out of file descriptors).
+func (p *Proxy) AcceptErrors() int64 { return p.acceptErrs.Load() }
 
 // Shutdown stops accepting, waits for open connections to finish until ctx is done, then
 // closes the rest. Every request that was forwarded has been recorded by then.

@@ -39,6 +39,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 2 && os.Args[1] == faultAgentArg {
 		os.Exit(faultAgent(os.Args[2:])) // faults_test.go
 	}
+	if len(os.Args) > 1 && os.Args[1] == loadAgentArg {
+		os.Exit(loadAgent(os.Args[2:])) // load_test.go
+	}
 	dir, err := os.MkdirTemp("", "wirken-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

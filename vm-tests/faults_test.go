@@ -58,7 +58,7 @@ func faultAgent(args []string) int {
 		if len(args) > 4 {
 			stop = args[4]
 		}
-		rep = loadAgent(time.Duration(secs)*time.Second, workers, args[3], stop)
+		rep = faultLoad(time.Duration(secs)*time.Second, workers, args[3], stop)
 	case "loris": // loris CONNS SECONDS
 		n, _ := strconv.Atoi(args[1])
 		secs, _ := strconv.Atoi(args[2])
@@ -76,7 +76,7 @@ func faultAgent(args []string) int {
 // request asks for /admin (no rule allows it: it must be 403); the rest ask for /echo/<id>
 // with a unique id. Each carries the agent's own dummy Authorization, which must never reach
 // the upstream.
-func loadAgent(d time.Duration, workers int, tag, stopFile string) loadReport {
+func faultLoad(d time.Duration, workers int, tag, stopFile string) loadReport {
 	rep := loadReport{Outcomes: map[string]int{}}
 	var mu sync.Mutex
 	deadline := time.Now().Add(d)

@@ -88,6 +88,10 @@ func printStatus(w io.Writer, st hostagent.Status) {
 	fmt.Fprintf(w, "policy:       %s (digest %s, load %d)\n", st.Policy, short(st.PolicyDigest), st.PolicyLoads)
 	fmt.Fprintf(w, "vault:        generation %d\n", st.VaultGeneration)
 	fmt.Fprintf(w, "connections:  %d open\n", st.Connections)
+	fmt.Fprintf(w, "runtime:      %d goroutines, %d of %d open files\n", st.Goroutines, st.OpenFiles, st.FileLimit)
+	if st.AcceptErrors > 0 {
+		fmt.Fprintf(w, "accept:       failed %d times (out of file descriptors?), retried\n", st.AcceptErrors)
+	}
 	if st.Unregistered.Denials > 0 {
 		fmt.Fprintf(w, "unregistered: %d connections refused from no known agent\n", st.Unregistered.Denials)
 	}

@@ -5,7 +5,7 @@
 // pass on a kernel other than the host's. `make test-vm` runs it from the
 // repository root:
 //
-//	go run ./vm-tests/qemu [-kernel-package linux-image-cloud-amd64] [-timeout 10m]
+//	go run ./vm-tests/qemu [-kernel-package linux-image-cloud-amd64] [-timeout 30m]
 //
 // It fetches the kernel package with `apt-get download` into
 // vm-tests/.cache/qemu/kernels (git-ignored), extracts it with dpkg-deb,
@@ -79,12 +79,15 @@ func run() error {
 	kernelPkg := flag.String("kernel-package", "linux-image-cloud-amd64", "Debian kernel package (a meta package is resolved with apt-cache to the image it depends on)")
 	cache := flag.String("cache", "vm-tests/.cache/qemu", "directory for the kernel package and the build (git-ignored)")
 	tests := flag.String("tests", "./bpf,./audit:^TestDiskFull,./cmd/wirken:^TestCLIDoctor", "comma-separated test packages to run in the VM, each optionally :pattern for -test.run")
-	e2e := flag.String("e2e", "^(TestWalkingSkeleton|TestAuditDiskFull|TestKernelEnforcement|TestDaemonRestartUnderLoad|TestBoundAgent|TestRunDetach|TestEscapes|TestFault.*)$", "-test.run pattern of the vm-tests end-to-end tests to run in the VM with the host's -clients copied in (\"\" runs none)")
+	e2e := flag.String("e2e", "^(TestWalkingSkeleton|TestAuditDiskFull|TestKernelEnforcement|TestDaemonRestartUnderLoad|TestBoundAgent|TestRunDetach|TestEscapes|TestFault.*|TestLoad10k|TestSoak)$", "-test.run pattern of the vm-tests end-to-end tests to run in the VM with the host's -clients copied in (\"\" runs none)")
 	clients := flag.String("clients", "curl,env,id,grep,sh,seq,sleep,head,ip,setpriv", "comma-separated host programs the tests run, copied into the VM's /usr/bin with their shared libraries")
 	modules := flag.String("modules", "veth,dummy,tun", "comma-separated kernel modules (with their dependencies) to load in the VM")
-	timeout := flag.Duration("timeout", 10*time.Minute, "budget for building, booting and running everything")
+	timeout := flag.Duration("timeout", 30*time.Minute, "budget for building, booting and running everything")
 	mem := flag.String("mem", "2G", "VM memory")
 	smp := flag.Int("smp", 2, "VM CPUs")
+	soak := flag.String("soak", envOr("WIRKEN_SOAK", "2m"), "WIRKEN_SOAK for TestSoak in the VM (default $WIRKEN_SOAK, else 2m: the VM emulates its CPUs)")
+	loadConns := flag.String("load-conns", envOr("WIRKEN_LOAD_CONNS", "500"), "WIRKEN_LOAD_CONNS for TestLoad10k in the VM (default $WIRKEN_LOAD_CONNS, else 500: thousands of TLS handshakes take too long under software emulation)")
+	testTimeout := flag.Duration("test-timeout", 25*time.Minute, "-test.timeout of each test binary in the VM")
 	flag.Parse()
 	specs, err := parseTests(*tests)
 	if err != nil {
@@ -95,7 +98,8 @@ func run() error {
 			return fmt.Errorf("-e2e %q: %w", *e2e, err)
 		}
 		// The suite's TestMain copies this wirken binary instead of building one with go.
-		specs = append(specs, testSpec{pkg: "./vm-tests", run: *e2e, env: []string{"WIRKEN_E2E_BIN=/bin/wirken"}})
+		specs = append(specs, testSpec{pkg: "./vm-tests", run: *e2e, env: []string{"WIRKEN_E2E_BIN=/bin/wirken",
+			"WIRKEN_SOAK=" + *soak, "WIRKEN_LOAD_CONNS=" + *loadConns}})
 	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
@@ -122,7 +126,7 @@ func run() error {
 		return err
 	}
 	a := newArchive()
-	if err := stage(ctx, a, build, specs); err != nil {
+	if err := stage(ctx, a, build, specs, *testTimeout); err != nil {
 		return err
 	}
 	if *clients != "" {
@@ -156,6 +160,14 @@ func run() error {
 		return fmt.Errorf("timed out after %s", *timeout)
 	}
 	return err
+}
+
+// envOr is the environment variable name, or def when it is unset.
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }
 
 func splitList(s string) []string {
@@ -250,7 +262,7 @@ func findRelease(dir string) (string, error) {
 
 // stage builds vminit, wirken and the test binaries into build and adds
 // them, with the plan, to the archive.
-func stage(ctx context.Context, a *archive, build string, specs []testSpec) error {
+func stage(ctx context.Context, a *archive, build string, specs []testSpec, testTimeout time.Duration) error {
 	gobuild := func(args ...string) error {
 		cmd := exec.CommandContext(ctx, "go", args...)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -297,7 +309,7 @@ func stage(ctx context.Context, a *archive, build string, specs []testSpec) erro
 		if err := addTestdata(a, s.pkg, dir); err != nil {
 			return err
 		}
-		argv := []string{"/tests/" + name + ".test", "-test.v", "-test.count=1", "-test.timeout=8m"}
+		argv := []string{"/tests/" + name + ".test", "-test.v", "-test.count=1", "-test.timeout=" + testTimeout.String()}
 		if s.run != "" {
 			argv = append(argv, "-test.run="+s.run)
 		}
