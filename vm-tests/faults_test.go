@@ -71,7 +71,7 @@ func faultAgent(args []string) int {
 	return 0
 }
 
-// loadAgent sends requests to api.example.test from workers until d has passed: the even
+// faultLoad sends requests to api.example.test from workers until d has passed: the even
 // workers over kept-alive connections, the odd ones over a new connection each. Every fourth
 // request asks for /admin (no rule allows it: it must be 403); the rest ask for /echo/<id>
 // with a unique id. Each carries the agent's own dummy Authorization, which must never reach
