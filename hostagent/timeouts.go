@@ -59,7 +59,7 @@ func (t *Timeouts) check(path string, data []byte) []string {
 		switch {
 		case *f.v == 0:
 			*f.v = f.def
-		case *f.v < 0.01 || *f.v > 24*3600:
+		case !(*f.v >= 0.01 && *f.v <= 24*3600): // also NaN, which TOML allows
 			errs = append(errs, fmt.Sprintf("%s:%d: proxy.%s: %g seconds is out of range (0.01 to 86400)", path, keyLine(data, toml.Key{"proxy", f.name}), f.name, *f.v))
 		}
 	}
@@ -81,7 +81,7 @@ func (c *Config) checkUnsealTimeout(path string, data []byte) []string {
 	switch t := &c.Vault.UnsealTimeout; {
 	case *t == 0:
 		*t = DefaultUnsealTimeout
-	case *t < 0.01 || *t > 3600:
+	case !(*t >= 0.01 && *t <= 3600): // also NaN
 		return []string{fmt.Sprintf("%s:%d: vault.unseal_timeout: %g seconds is out of range (0.01 to 3600)", path, keyLine(data, toml.Key{"vault", "unseal_timeout"}), *t)}
 	}
 	return nil

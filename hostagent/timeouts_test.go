@@ -27,6 +27,12 @@ func TestProxyTimeouts(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "/etc/wirken/wirken.toml:4: proxy.idle_timeout:") {
 		t.Fatalf("a negative timeout: %v; want an error naming file, line and field", err)
 	}
+	for _, v := range []string{"nan", "+inf", "-inf"} { // TOML has them; NaN fails every comparison
+		_, err = ParseConfig("/etc/wirken/wirken.toml", []byte("[proxy]\nidle_timeout = "+v+"\n"))
+		if err == nil || !strings.Contains(err.Error(), "/etc/wirken/wirken.toml:2: proxy.idle_timeout:") {
+			t.Errorf("idle_timeout = %s: %v; want an error naming file, line and field", v, err)
+		}
+	}
 }
 
 func TestUnsealTimeout(t *testing.T) {
@@ -41,5 +47,9 @@ func TestUnsealTimeout(t *testing.T) {
 	_, err = ParseConfig("/etc/wirken/wirken.toml", []byte("[vault]\nunseal_timeout = -3\n"))
 	if err == nil || !strings.Contains(err.Error(), "/etc/wirken/wirken.toml:2: vault.unseal_timeout:") {
 		t.Fatalf("a negative unseal timeout: %v; want an error naming file, line and field", err)
+	}
+	_, err = ParseConfig("/etc/wirken/wirken.toml", []byte("[vault]\nunseal_timeout = nan\n"))
+	if err == nil || !strings.Contains(err.Error(), "/etc/wirken/wirken.toml:2: vault.unseal_timeout:") {
+		t.Fatalf("unseal_timeout = nan: %v; want an error naming file, line and field", err)
 	}
 }
