@@ -51,6 +51,9 @@ func ReadLinesBackward(path string, fn func(line []byte) (more bool, err error))
 		if pos == 0 {
 			return nil // no complete line at all
 		}
+		if dropped := fi.Size() - pos; dropped > maxLineBytes {
+			return fmt.Errorf("reading audit log backward: the final line is longer than %d bytes and has no newline", maxLineBytes)
+		}
 		carry = carry[:0]
 		if err := read(); err != nil {
 			return err

@@ -80,6 +80,13 @@ func TestReadLinesBackwardEdges(t *testing.T) {
 			t.Errorf("%s: got %q, want %q", name, got, want)
 		}
 	}
+	huge := filepath.Join(dir, "huge-torn")
+	if err := os.WriteFile(huge, append([]byte("a\n"), bytes.Repeat([]byte("x"), maxLineBytes+backwardChunk+1)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := ReadLinesBackward(huge, func([]byte) (bool, error) { return true, nil }); err == nil || !strings.Contains(err.Error(), "longer than") {
+		t.Errorf("a torn tail longer than a line may be: %v; want an error, not a read of all of it", err)
+	}
 	boom := errors.New("boom")
 	path := filepath.Join(dir, "one")
 	if err := ReadLinesBackward(path, func([]byte) (bool, error) { return true, boom }); !errors.Is(err, boom) {
