@@ -112,6 +112,10 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	}
 	var secrets [][]byte // the injected values, masked in the response
 	if c := g.Credential; c != nil {
+		// The masker reads the body as it comes: an agent asking for gzip (or br, zstd) must
+		// not get an echoed secret back compressed, where masking cannot see it. Set before
+		// injection, which may sign the headers (SigV4).
+		out.Header.Set("Accept-Encoding", "identity")
 		var resp *http.Response
 		if resp, secrets = p.injectCredential(req, out, c, host, &ev); resp != nil {
 			return resp
@@ -151,7 +155,7 @@ func (p *Proxy) serve(req *http.Request, s *session) *http.Response {
 	if len(secrets) > 0 {
 		redactHeader(resp.Header, secrets)
 		if resp.StatusCode != http.StatusSwitchingProtocols {
-			resp.Body = newRedactingBody(resp.Body, secrets)
+			resp.Body = newRedactingBody(resp.Body, resp, secrets)
 		}
 	}
 	if rw, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {

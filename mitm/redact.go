@@ -16,9 +16,10 @@ import (
 // Authorization header) would hand the agent the secret wirken injected. The forms of the
 // injected secret that went upstream are therefore masked in the response's header fields and
 // body: each byte becomes '*', so lengths (and Content-Length) stay as they were. What cannot
-// be seen is not masked: a compressed body (Content-Encoding other than identity), a WebSocket
-// relay after the upgrade, and a value shorter than minRedactLen (masking it would garble
-// ordinary text).
+// be seen is not masked: a compressed body (a credentialed request asks the upstream for
+// identity; one that compresses anyway is not unpacked), a WebSocket relay after the upgrade,
+// a value shorter than minRedactLen (masking it would garble ordinary text), and a secret
+// fetched in pieces shorter than itself (Range requests).
 
 // minRedactLen is the shortest injected value that is masked.
 const minRedactLen = 8
@@ -76,6 +77,7 @@ func redactHeader(h http.Header, secrets [][]byte) {
 // of what has arrived that could begin a secret, so a stream (SSE) is not delayed otherwise.
 type redactingBody struct {
 	io.ReadCloser
+	resp    *http.Response // its Trailer is filled in by the transport at the end of the body
 	secrets [][]byte
 	buf     []byte // arrived, masked, not yet returned
 	ready   int    // buf[:ready] may be returned
@@ -83,11 +85,21 @@ type redactingBody struct {
 	scratch []byte
 }
 
-func newRedactingBody(body io.ReadCloser, secrets [][]byte) *redactingBody {
-	return &redactingBody{ReadCloser: body, secrets: secrets}
+func newRedactingBody(body io.ReadCloser, resp *http.Response, secrets [][]byte) *redactingBody {
+	return &redactingBody{ReadCloser: body, resp: resp, secrets: secrets}
 }
 
+// Read masks the body and, once the upstream body has ended (when the transport has filled in
+// the trailers, before anyone can read them), the trailers.
 func (b *redactingBody) Read(p []byte) (int, error) {
+	n, err := b.read(p)
+	if err != nil && b.resp != nil {
+		redactHeader(b.resp.Trailer, b.secrets)
+	}
+	return n, err
+}
+
+func (b *redactingBody) read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}

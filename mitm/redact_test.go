@@ -1,6 +1,8 @@
 package mitm
 
 import (
+	"bytes"
+	"compress/gzip"
 	"fmt"
 	"io"
 	"net/http"
@@ -39,14 +41,14 @@ func TestRedactingBodyMasksAcrossReads(t *testing.T) {
 	want := "a " + stars + " b sk-live-01234 c " + stars + stars + " end sk-live-0"
 	for cut := range len(in) {
 		for _, second := range []int{1, 3, 17} {
-			r := newRedactingBody(io.NopCloser(&splitReader{data: []byte(in), sizes: []int{cut, second}}), [][]byte{secret})
+			r := newRedactingBody(io.NopCloser(&splitReader{data: []byte(in), sizes: []int{cut, second}}), nil, [][]byte{secret})
 			got, err := io.ReadAll(r)
 			if err != nil || string(got) != want {
 				t.Fatalf("cut %d,%d: %q %v; want %q", cut, second, got, err, want)
 			}
 		}
 	}
-	r := newRedactingBody(io.NopCloser(iotest.OneByteReader(strings.NewReader(in))), [][]byte{secret})
+	r := newRedactingBody(io.NopCloser(iotest.OneByteReader(strings.NewReader(in))), nil, [][]byte{secret})
 	if got, _ := io.ReadAll(r); string(got) != want {
 		t.Fatalf("one byte at a time: %q", got)
 	}
@@ -54,7 +56,7 @@ func TestRedactingBodyMasksAcrossReads(t *testing.T) {
 
 func TestRedactingBodyDoesNotHoldAStream(t *testing.T) {
 	pr, pw := io.Pipe()
-	r := newRedactingBody(pr, [][]byte{[]byte("sk-live-0123456789")})
+	r := newRedactingBody(pr, nil, [][]byte{[]byte("sk-live-0123456789")})
 	go pw.Write([]byte("data: one\n\n"))
 	buf := make([]byte, 100)
 	done := make(chan string, 1)
@@ -103,6 +105,62 @@ func TestReflectedCredentialIsMasked(t *testing.T) {
 	stars := strings.Repeat("*", len(h.canary))
 	if body != "you sent Bearer "+stars || hdr.Get("X-Echo") != "Bearer "+stars {
 		t.Fatalf("the agent got body %q, X-Echo %q; want the secret masked", body, hdr.Get("X-Echo"))
+	}
+	if got, _ := sent.Load().(string); got != "Bearer "+h.canary {
+		t.Fatal("the secret was not injected upstream: the test proves nothing")
+	}
+}
+
+// An agent cannot switch the masking off: asking for a gzip body (which the masker could not
+// see into) gets an identity one, and a secret echoed in a trailer is masked too.
+func TestReflectedCredentialMaskedWhateverTheAgentAsks(t *testing.T) {
+	h := newHarness(t)
+	var askedEncoding, sent atomic.Value
+	h.upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		askedEncoding.Store(r.Header.Get("Accept-Encoding"))
+		auth := r.Header.Get("Authorization")
+		sent.Store(auth)
+		w.Header().Set("Trailer", "X-Echo-Trailer")
+		if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			w.Header().Set("Content-Encoding", "gzip")
+			zw := gzip.NewWriter(w)
+			fmt.Fprintf(zw, "you sent %s", auth)
+			zw.Close()
+		} else {
+			fmt.Fprintf(w, "you sent %s", auth)
+		}
+		w.Header().Set("X-Echo-Trailer", auth)
+	})
+	req, _ := http.NewRequest(http.MethodGet, "https://api.example.test/v1/x", nil)
+	req.Header.Set("Accept-Encoding", "gzip") // set by hand: the client does not unzip for us
+	resp, err := h.client("api.example.test").Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := raw
+	if resp.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body, err = io.ReadAll(zr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _ := askedEncoding.Load().(string); got != "identity" {
+		t.Errorf("the upstream was asked for Accept-Encoding %q; want identity on a credentialed request", got)
+	}
+	stars := strings.Repeat("*", len(h.canary))
+	if string(body) != "you sent Bearer "+stars {
+		t.Errorf("the agent got body %q; want the secret masked", body)
+	}
+	if got := resp.Trailer.Get("X-Echo-Trailer"); got != "Bearer "+stars {
+		t.Errorf("the agent got trailer %q; want the secret masked", got)
 	}
 	if got, _ := sent.Load().(string); got != "Bearer "+h.canary {
 		t.Fatal("the secret was not injected upstream: the test proves nothing")
