@@ -85,13 +85,20 @@ func (b *pageBudget) wakeHead() {
 	}
 }
 
+// keepReserve is what the value cache always leaves free, however small the budget: Reload
+// holds the keyring (2 pages and more) while it verifies a secret (3 + pagesFor(maxValueLen)),
+// and rotation about as much. Cached values are released only after a Reload's new snapshot is
+// in place, so without this reserve a Reload could wait for them forever.
+var keepReserve = 8 + pagesFor(maxValueLen)
+
 // mayKeep says whether pages already taken may be kept by a long-lived holder (the value
-// cache): only while at least half of the budget is still free, so that per-request use and
-// Reload always have room.
+// cache): only while at least half of the budget, and at least keepReserve pages, are still
+// free, so that per-request use, Reload and rotation always have room. With a budget under
+// twice the reserve (a 64 KiB RLIMIT_MEMLOCK) nothing is kept.
 func (b *pageBudget) mayKeep() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.free >= b.total/2
+	return b.free >= b.total/2 && b.free >= keepReserve
 }
 
 // budgetPages turns an RLIMIT_MEMLOCK soft limit in bytes into a budget.

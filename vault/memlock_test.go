@@ -161,3 +161,39 @@ func TestPageBudgetWakesOnlyTheHead(t *testing.T) {
 		t.Fatalf("after all: free %d, %d still waiting", b.free, len(b.waiting))
 	}
 }
+
+// TestMayKeepLeavesReloadRoom: the value cache keeps pages only while half the budget and
+// what a Reload needs stay free; under a small budget (64 KiB RLIMIT_MEMLOCK gives 12 pages)
+// it keeps nothing, so a Reload never waits on values that only it would release.
+func TestMayKeepLeavesReloadRoom(t *testing.T) {
+	small := newPageBudget(budgetPages(64<<10, 4096))
+	if err := small.acquire(1); err != nil { // a value's page, as WithSecret takes it first
+		t.Fatal(err)
+	}
+	if small.mayKeep() {
+		t.Errorf("a %d-page budget lets the cache keep a page; a Reload needs %d", small.total, keepReserve)
+	}
+	big := newPageBudget(1000)
+	if !big.mayKeep() {
+		t.Fatal("a free 1000-page budget keeps nothing")
+	}
+	if err := big.acquire(1000 - keepReserve + 1); err != nil {
+		t.Fatal(err)
+	}
+	if big.mayKeep() {
+		t.Errorf("the cache may keep with %d pages free; want at least %d (and half)", keepReserve-1, keepReserve)
+	}
+	mid := newPageBudget(2 * keepReserve)
+	if err := mid.acquire(keepReserve - 1); err != nil {
+		t.Fatal(err)
+	}
+	if !mid.mayKeep() {
+		t.Errorf("%d of %d pages free (half and the reserve): keeping refused", mid.free, mid.total)
+	}
+	if err := mid.acquire(2); err != nil {
+		t.Fatal(err)
+	}
+	if mid.mayKeep() {
+		t.Errorf("%d of %d pages free (under half): keeping allowed", mid.free, mid.total)
+	}
+}

@@ -28,7 +28,8 @@ import (
 // opens every Enclave is in that memory too. And each request already puts the value into
 // Go-heap memory memguard cannot reach (the injected header; see README, "Memory hygiene").
 //
-// The cache never holds more than half of the locked-memory budget (RLIMIT_MEMLOCK); past
+// The cache never holds more than half of the locked-memory budget (RLIMIT_MEMLOCK), and
+// always leaves keepReserve pages for Reload and rotation (memlock.go); past
 // that, a value is decrypted per request as before, into buffers destroyed after use.
 
 // valueIdle is how long a cached value may go unused before it is destroyed.
