@@ -215,8 +215,7 @@ func (l *identifyingListener) Accept() (net.Conn, error) {
 		}
 		o, err := l.r.cfg.Identify.Origin(addrPort(c.RemoteAddr()), addrPort(c.LocalAddr()))
 		if err != nil || o.Agent == "" {
-			l.r.cfg.Logger.Info("DNS over TCP refused: not an agent's steered connection", "from", c.RemoteAddr().String())
-			l.r.recordUnidentified(c.LocalAddr(), o, unidentifiedTCP)
+			l.r.recordUnidentified(c.RemoteAddr(), c.LocalAddr(), o, unidentifiedTCP)
 			c.Close()
 			continue
 		}
@@ -265,8 +264,7 @@ func (r *Resolver) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	q := req.Question[0]
 	o, ok := r.origin(w)
 	if !ok {
-		r.cfg.Logger.Info("DNS query refused: sender is not a known agent", "from", w.RemoteAddr().String())
-		r.recordUnidentified(w.LocalAddr(), o, unidentifiedUDP)
+		r.recordUnidentified(w.RemoteAddr(), w.LocalAddr(), o, unidentifiedUDP)
 		resp.SetRcode(req, dns.RcodeRefused)
 		w.WriteMsg(resp)
 		return

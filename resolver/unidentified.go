@@ -13,14 +13,16 @@ const (
 	unidentifiedUDP = "DNS query refused: sender is not a known agent"
 )
 
-// recordUnidentified audits one refusal. Any local process can cause them, so at most 20 a
-// second (a burst of 20) are recorded; the next record counts the ones left out.
-func (r *Resolver) recordUnidentified(local net.Addr, o Origin, reason string) {
-	if r.cfg.Recorder == nil {
-		return
-	}
+// recordUnidentified logs and audits one refusal. Any local process can cause them, so at
+// most 20 a second (a burst of 20) are logged and recorded; the next record counts the ones
+// left out.
+func (r *Resolver) recordUnidentified(remote, local net.Addr, o Origin, reason string) {
 	if !r.unidentified.AllowN(r.cfg.Now(), 1) {
 		r.unidentifiedDropped.Add(1)
+		return
+	}
+	r.cfg.Logger.Info(reason, "from", remote.String())
+	if r.cfg.Recorder == nil {
 		return
 	}
 	if n := r.unidentifiedDropped.Swap(0); n > 0 {
