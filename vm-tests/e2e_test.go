@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wirken/wirken/audit"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 )
 
@@ -432,12 +433,25 @@ func (e *env) cleanup() {
 	os.RemoveAll(e.dir)
 }
 
+// auditLog is the whole audit log: its closed segments, oldest first, then the active file (a
+// long test, the soak, writes more than one segment).
 func (e *env) auditLog() string {
-	b, err := os.ReadFile(e.auditPath)
+	paths, err := audit.SegmentPaths(e.auditPath)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return string(b)
+	if len(paths) == 0 {
+		e.t.Fatalf("no audit log at %s", e.auditPath)
+	}
+	var b strings.Builder
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		b.Write(data)
+	}
+	return b.String()
 }
 
 // records returns the audit records of one type.
