@@ -403,7 +403,13 @@ func (p *pool) transport(k poolKey) *http.Transport {
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, "tcp", addr)
 		},
-		MaxIdleConnsPerHost:   1024, // net/http's default keeps 2 per host: far too few (perf.md)
+		MaxIdleConnsPerHost: 1024, // net/http's default keeps 2 per host: far too few (perf.md)
+		// A burst beyond an HTTP/2 upstream's stream limit (250 for Go servers) made net/http
+		// dial a new connection for nearly every waiting request: 10,805 upstream connections
+		// for a burst of 10,000, until the daemon ran out of descriptors and answered 502
+		// (TestLoad10k). With a bound, the waiting requests share the connections that come up
+		// (HTTP/2) or queue for a free one (HTTP/1.1).
+		MaxConnsPerHost:       1024,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: p.headerTimeout,
