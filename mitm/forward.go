@@ -406,19 +406,16 @@ func (p *pool) transport(k poolKey) *http.Transport {
 		MaxIdleConnsPerHost: 1024, // net/http's default keeps 2 per host: far too few (perf.md)
 		// A burst beyond an HTTP/2 upstream's stream limit (250 for Go servers) made net/http
 		// dial a new connection for nearly every waiting request: 10,805 upstream connections
-		// for a burst of 10,000, until the daemon ran out of descriptors and answered 502; with
-		// only a bound on dials at a time, still 2,676 (TestLoad10k). So the upstream's stream
-		// limit is respected: requests past it wait for a stream on the connection there is (a
-		// TLS handshake storm toward an API provider helps nobody). HTTP/1.1 upstreams get at
-		// most MaxConnsPerHost connections; past that, requests wait for a free one.
+		// for a burst of 10,000, until the daemon ran out of descriptors and answered 502
+		// (TestLoad10k). With a bound, the waiting requests share the connections that come up
+		// (HTTP/2) or queue for a free one (HTTP/1.1).
 		MaxConnsPerHost:       1024,
-		HTTP2:                 &http.HTTP2Config{StrictMaxConcurrentRequests: true},
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: p.headerTimeout,
 		DisableCompression:    true,
-		// HTTP/2 where the upstream offers it (one multiplexed connection), HTTP/1.1 otherwise;
-		// WebSocket upgrades always go over HTTP/1.1.
+		// HTTP/2 where the upstream offers it (one multiplexed connection, more when its stream
+		// limit is reached), HTTP/1.1 otherwise; WebSocket upgrades always go over HTTP/1.1.
 		ForceAttemptHTTP2: true,
 	}
 	if k.tls {
