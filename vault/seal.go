@@ -114,10 +114,15 @@ func AEADSeal(ctx context.Context, keyFile string) (Seal, error) {
 	return w, nil
 }
 
-// parseKeyFile decodes a key file: base64 of 32 bytes, surrounding white
-// space allowed. The error never repeats the content.
+// parseKeyFile decodes a key file: base64 of 32 bytes on one line, surrounding
+// white space allowed. Go's decoder skips line breaks inside the text, so they
+// are refused first: a key file has exactly one spelling. The error never
+// repeats the content.
 func parseKeyFile(data []byte) ([]byte, error) {
 	s := bytes.TrimSpace(data)
+	if bytes.ContainsAny(s, "\r\n") {
+		return nil, fmt.Errorf("%w: want base64 of %d bytes on one line", ErrInvalid, keyLen)
+	}
 	key := make([]byte, b64.DecodedLen(len(s)))
 	n, err := b64.Decode(key, s)
 	if err != nil || n != keyLen {
