@@ -2,10 +2,13 @@ package main
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/wirken/wirken/hostagent"
 )
 
 func fig(kv ...float64) map[string]float64 {
@@ -222,5 +225,17 @@ func TestChooseWorkloadsAndPaths(t *testing.T) {
 		if !b.workloadsOn[w.name] {
 			t.Errorf("workload %s is not in -workloads all", w.name)
 		}
+	}
+}
+
+func TestStartupPhasesKeepOrder(t *testing.T) {
+	st := &startup{phases: map[string][]float64{}}
+	st.addPhases([]hostagent.StartupPhase{{Name: "policy", Ms: 1}, {Name: "ebpf", Ms: 40}})
+	st.addPhases([]hostagent.StartupPhase{{Name: "policy", Ms: 2}, {Name: "ebpf", Ms: 60}, {Name: "proxy", Ms: 3}})
+	if !slices.Equal(st.phaseOrder, []string{"policy", "ebpf", "proxy"}) {
+		t.Errorf("order %v", st.phaseOrder)
+	}
+	if !slices.Equal(st.phases["ebpf"], []float64{40, 60}) || !slices.Equal(st.phases["proxy"], []float64{3}) {
+		t.Errorf("phases %v", st.phases)
 	}
 }

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/wirken/wirken/demo/zone"
+	"github.com/wirken/wirken/hostagent"
 )
 
 const (
@@ -123,6 +124,7 @@ type bench struct {
 	variant                          string        // the configuration the daemon runs
 	dns                              *zone.Server
 	readyMs, firstReadyMs            float64
+	startupPhases                    []hostagent.StartupPhase // the daemon's, at its last start
 	idleRSSKB                        int
 	peerReadyMs                      map[string]float64
 	loadStart                        string

@@ -206,10 +206,24 @@ func (b *bench) write(paths []path, results []*result, st *startup, took time.Du
 
 	fmt.Fprintf(&w, "## Start-up\n\n")
 	if st != nil && len(st.readyMs)+len(st.errs) > 0 {
-		fmt.Fprintf(&w, "wirken restarted %d times (config with the aead seal, audit on disk, OTLP export): exec of `wirken run` to the first answered `wirken status` (polled every 5 ms; "+
+		fmt.Fprintf(&w, "wirken restarted %d times (config with the aead seal, audit on disk, OTLP export): exec of `wirken run` to the first status its control socket answers (polled every 1 ms by the bench; "+
 			"vault unseal, CA, policy, eBPF load and attach) **%s ms**; to the first proxied answer an agent gets (a probe started by `wirken exec` right after, retrying every 10 ms) **%s ms**; "+
 			"RSS 2 s after ready **%s MB**. These restarts come after the other workloads, with an audit log of %s MB (the first start, on a fresh state, was ready after %s ms).\n",
 			len(st.readyMs)+len(st.errs), cell(st.readyMs), cell(st.firstMs), cell(st.rssMB), num(st.auditMB), num(b.firstReadyMs))
+		if len(st.phaseOrder) > 0 {
+			var total []float64
+			fmt.Fprintf(&w, "\nThe daemon's own timing of its steps (`wirken status`, start-up; ms, median [min–max] over the restarts):")
+			for _, name := range st.phaseOrder {
+				fmt.Fprintf(&w, " %s %s;", name, cell(st.phases[name]))
+				for i, ms := range st.phases[name] {
+					if i >= len(total) {
+						total = append(total, 0)
+					}
+					total[i] += ms
+				}
+			}
+			fmt.Fprintf(&w, " in all %s. The rest of exec to ready is the process's own start (Go's package initialisation, the config, the OTel SDK) before those steps.\n", cell(total))
+		}
 		for _, e := range st.errs {
 			fmt.Fprintf(&w, "- failed restart: %s\n", oneLine(e, 300))
 		}

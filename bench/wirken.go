@@ -4,6 +4,7 @@ package main
 // timing, and the eBPF statistics of its connect4 program.
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -22,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wirken/wirken/demo/zone"
+	"github.com/wirken/wirken/hostagent"
 )
 
 // variant is one configuration of the daemon.
@@ -127,7 +129,9 @@ func (b *bench) configFile(v string) string {
 }
 
 // startDaemon (re)starts the daemon in configuration name, pinned to CPU 1, and times it from
-// exec to the first `wirken status` that answers (b.readyMs).
+// exec to the first status its control socket answers, polled every millisecond from this
+// process (b.readyMs; exec'ing `wirken status` would add that process's own start to each poll),
+// keeping the daemon's own timing of its start-up steps (b.startupPhases).
 func (b *bench) startDaemon(name string) error {
 	if b.variant == name && b.daemon != nil {
 		return nil
@@ -149,9 +153,14 @@ func (b *bench) startDaemon(name string) error {
 	exited := make(chan error, 1)
 	b.daemonGone = make(chan struct{})
 	go func(cmd *exec.Cmd, gone chan struct{}) { exited <- cmd.Wait(); close(gone) }(b.daemon, b.daemonGone)
+	ctl := hostagent.NewClient(filepath.Join(b.dir, "state", "control.sock"))
 	for deadline := t0.Add(20 * time.Second); ; {
-		if _, err := b.wirken("", "status"); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := ctl.Status(ctx)
+		cancel()
+		if err == nil {
 			b.readyMs = float64(time.Since(t0).Microseconds()) / 1000
+			b.startupPhases = st.Startup
 			break
 		}
 		if time.Now().After(deadline) {
@@ -161,7 +170,7 @@ func (b *bench) startDaemon(name string) error {
 		case err := <-exited:
 			b.daemon = nil
 			return fmt.Errorf("the daemon exited during start-up: %v", err)
-		case <-time.After(5 * time.Millisecond):
+		case <-time.After(time.Millisecond):
 		}
 	}
 	b.variant = name
@@ -214,12 +223,14 @@ func (b *bench) ablationPaths() []path {
 // startup is wirken's restarts: exec to ready (status answers) and to the first proxied answer.
 type startup struct {
 	readyMs, firstMs, rssMB []float64
+	phases                  map[string][]float64 // the daemon's start-up steps, ms per restart
+	phaseOrder              []string
 	auditMB                 float64 // the audit log's size at the restarts
 	errs                    []string
 }
 
 func (b *bench) startupRuns(paths []path) *startup {
-	st := &startup{}
+	st := &startup{phases: map[string][]float64{}}
 	if !b.pathsOn["wirken"] {
 		return st
 	}
@@ -238,6 +249,7 @@ func (b *bench) startupRuns(paths []path) *startup {
 			continue
 		}
 		st.readyMs = append(st.readyMs, b.readyMs)
+		st.addPhases(b.startupPhases)
 		// The first answer an agent gets: a probe started by `wirken exec` as soon as it is ready.
 		fig, err := b.load(b.loadArgs(b.wirkenPath(nil), "/v1/chat/completions", "-mode", "probe", "-timeout", "20s"), nil)
 		if err != nil {
@@ -364,4 +376,14 @@ func httpGet(url string) (string, error) {
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	return string(raw), err
+}
+
+// addPhases keeps one restart's start-up steps, and the steps' order.
+func (st *startup) addPhases(phases []hostagent.StartupPhase) {
+	for _, p := range phases {
+		if _, ok := st.phases[p.Name]; !ok {
+			st.phaseOrder = append(st.phaseOrder, p.Name)
+		}
+		st.phases[p.Name] = append(st.phases[p.Name], p.Ms)
+	}
 }

@@ -41,6 +41,9 @@ type Status struct {
 	// unknown cgroup, or a local process dialling the proxy port).
 	Unregistered AgentCounts `json:"unregistered"`
 	StartedAt    time.Time   `json:"started_at"`
+	// Startup is how long each start-up step took (from Run's start to serving the control
+	// socket; the process's own start and telemetry set-up come before it).
+	Startup []StartupPhase `json:"startup,omitempty"`
 
 	// The daemon's own resources, for watching it under load: goroutines, open file
 	// descriptors and their limit, and how often accepting an agent connection failed (out of

@@ -84,6 +84,7 @@ func (d *Daemon) status() Status {
 	st := Status{PID: os.Getpid(), Policy: d.cfg.Policy, PolicyDigest: p.Digest(),
 		VaultGeneration: d.vault.Generation(), ProxyPort: d.cfg.Proxy.Port}
 	st.StartedAt = d.started.UTC()
+	st.Startup = d.startup
 	st.PolicyLoads = d.policyLoad.Load()
 	if d.proxy != nil {
 		st.Connections = d.proxy.Connections()

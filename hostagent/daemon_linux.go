@@ -56,9 +56,10 @@ type Daemon struct {
 	versions     func() (uint64, map[string]int) // the vault's live secret versions
 	lastVersions atomic.Pointer[map[string]int]  // as last seen, to tell what changed
 
-	counts     *counters     // per-agent totals for status
-	started    time.Time     // when Run began
-	policyLoad atomic.Uint64 // policies applied so far: 1 after start, +1 per accepted reload
+	counts     *counters      // per-agent totals for status
+	started    time.Time      // when Run began
+	startup    []StartupPhase // how long each start-up step took, for status
+	policyLoad atomic.Uint64  // policies applied so far: 1 after start, +1 per accepted reload
 }
 
 // Run starts the daemon and serves until ctx is done. ready, if not nil, is closed once agents
@@ -67,6 +68,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 	if os.Geteuid() != 0 {
 		return errors.New("the daemon must run as root (it loads eBPF programs and manages cgroups)")
 	}
+	clock := newStartupClock(time.Now)
 	log := tel.Logger
 	d := &Daemon{cfg: cfg, log: log, tracer: tel.Tracer.Tracer(instrumentation)}
 	met, err := newMetrics(tel.Meter.Meter(instrumentation))
@@ -86,6 +88,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 	if err != nil {
 		return fmt.Errorf("loading policy: %w", err)
 	}
+	clock.mark("policy")
 	if err := os.MkdirAll(cfg.StateDir, 0o711); err != nil {
 		return fmt.Errorf("creating state dir: %w", err)
 	}
@@ -95,6 +98,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 	if err != nil {
 		return err
 	}
+	clock.mark("audit-scan")
 	vopts := []vault.OpenOption{vault.WithMinGeneration(minGen)}
 	if cfg.AcceptRollback {
 		vopts = append(vopts, vault.WithAcceptRollback())
@@ -114,6 +118,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 	d.versions = d.vault.Versions
 	_, cur := d.vault.Versions()
 	d.lastVersions.Store(&cur)
+	clock.mark("vault")
 
 	// The audit log's checkpoint key comes from the vault's root key, so it is as safe at rest
 	// as the secrets; its public half is published for verifiers.
@@ -147,6 +152,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 			return fmt.Errorf("auditing the accepted rollback: %w", err)
 		}
 	}
+	clock.mark("audit")
 
 	ca, err := mitm.LoadCA(cfg.CA.Cert, cfg.CA.Key)
 	if err != nil {
@@ -159,6 +165,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 	if err != nil {
 		return err
 	}
+	clock.mark("ca")
 
 	if err := d.setupCgroups(); err != nil {
 		return err
@@ -184,6 +191,7 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		return err
 	}
 	defer dnsLns.close()
+	clock.mark("listen")
 
 	level, err := cgroupLevel(d.agents.mount, d.agents.mountRoot, filepath.Join(d.root, "agents"))
 	if err != nil {
@@ -211,10 +219,12 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		d.auditDenials(denials, log)
 	}()
 	defer func() { denials.Close(); <-denialsDone }() // before the audit log closes
+	clock.mark("ebpf")
 
 	if err := d.applyPolicy(pol); err != nil {
 		return err
 	}
+	clock.mark("agents")
 
 	meter, err := loadMeter(budgetsFile(cfg))
 	if err != nil {
@@ -281,6 +291,8 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 		}
 	}()
 
+	clock.mark("proxy")
+	d.startup = clock.phases
 	ctl, err := d.serveControl()
 	if err != nil {
 		return err
@@ -302,7 +314,8 @@ func Run(ctx context.Context, cfg *Config, tel Telemetry, ready chan<- struct{})
 
 	log.Info("wirken is running", "proxy_port", cfg.Proxy.Port, "dns_port", cfg.DNS.Port, "dns_upstreams", ups,
 		"require_resolved", *cfg.DNS.RequireResolved, "cgroup", d.root, "pin_dir", cfg.BPF.PinDir,
-		"agents", len(pol.Agents()), "control_socket", cfg.ControlSocket, "open_files_limit", nofile)
+		"agents", len(pol.Agents()), "control_socket", cfg.ControlSocket, "open_files_limit", nofile,
+		"startup_ms", clock.total(), "startup", startupAttrs(clock.phases))
 	if ready != nil {
 		close(ready)
 	}

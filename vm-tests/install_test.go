@@ -334,7 +334,8 @@ upstreams = [%q]
 			t.Fatalf("the agent holding a connection: exit %d %s", r.code, r.stderr)
 		}
 		text := ie.run(nil, ie.bin, "status").mustSucceed(t)
-		if !strings.Contains(text.stdout, "vault:        generation") || !strings.Contains(text.stdout, "demo") {
+		if !strings.Contains(text.stdout, "vault:        generation") || !strings.Contains(text.stdout, "demo") ||
+			!regexp.MustCompile(`start-up: +[0-9.]+ ms \(policy [0-9.]+, audit-scan .*, ebpf [0-9.]+, agents [0-9.]+, proxy [0-9.]+\)`).MatchString(text.stdout) {
 			t.Fatalf("wirken status:\n%s", text.stdout)
 		}
 	})

@@ -85,6 +85,15 @@ func printStatus(w io.Writer, st hostagent.Status) {
 		up = ", up " + time.Since(st.StartedAt).Round(time.Second).String()
 	}
 	fmt.Fprintf(w, "daemon:       pid %d%s, proxy on loopback port %d\n", st.PID, up, st.ProxyPort)
+	if len(st.Startup) > 0 {
+		var total float64
+		steps := make([]string, len(st.Startup))
+		for i, p := range st.Startup {
+			total += p.Ms
+			steps[i] = fmt.Sprintf("%s %.1f", p.Name, p.Ms)
+		}
+		fmt.Fprintf(w, "start-up:     %.1f ms (%s)\n", total, strings.Join(steps, ", "))
+	}
 	fmt.Fprintf(w, "policy:       %s (digest %s, load %d)\n", st.Policy, short(st.PolicyDigest), st.PolicyLoads)
 	fmt.Fprintf(w, "vault:        generation %d\n", st.VaultGeneration)
 	fmt.Fprintf(w, "connections:  %d open\n", st.Connections)
