@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -139,8 +138,7 @@ func Open(path string, logger *slog.Logger, opts ...Option) (*Log, error) {
 // segment if f is empty, and starts the writer. path may be "" (no
 // segments). It closes f on error.
 func newLog(f file, path string, logger *slog.Logger, cfg config) (*Log, error) {
-	var c chain
-	size, torn, err := c.scan(io.NewSectionReader(f, 0, math.MaxInt64), true)
+	c, size, torn, err := scanForAppend(f, cfg.signer != nil)
 	if err != nil {
 		_ = f.Close()
 		return nil, fmt.Errorf("reading existing log: %w", err)
