@@ -239,7 +239,7 @@ func (b *bench) write(paths []path, results []*result, st *startup, took time.Du
 		}
 		fmt.Fprintln(&w)
 	}
-	fmt.Fprintf(&w, "\nNot measured by this run: profiles (pprof) and the optimization itself (the other half of issue 9).\n")
+	fmt.Fprintf(&w, "\nNot part of this run: the profiles of the data path (`BenchmarkDataPath` with pprof labels per side) and what they led to; see the README, *Profiling the data path*.\n")
 
 	tmp, err := os.CreateTemp(filepath.Dir(b.out), ".results-*")
 	if err != nil {
