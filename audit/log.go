@@ -138,7 +138,11 @@ func Open(path string, logger *slog.Logger, opts ...Option) (*Log, error) {
 // segment if f is empty, and starts the writer. path may be "" (no
 // segments). It closes f on error.
 func newLog(f file, path string, logger *slog.Logger, cfg config) (*Log, error) {
-	c, size, torn, err := scanForAppend(f, cfg.signer != nil)
+	var vkey string
+	if cfg.signer != nil {
+		vkey = cfg.signer.VerifierKey()
+	}
+	c, size, torn, err := scanForAppend(f, vkey)
 	if err != nil {
 		_ = f.Close()
 		return nil, fmt.Errorf("reading existing log: %w", err)

@@ -230,7 +230,9 @@ type chain struct {
 
 	// quick (the writer's scan at Open, see scanForAppend): a line that is not the log's own
 	// record is only hashed into the tree; the next checkpoint's root covers it. mark is the
-	// chain just after the last checkpoint, where the full check of the tail starts.
+	// chain just after the last checkpoint, where the full check of the tail starts. Of a quick
+	// chain only the tip is complete (recovered, cps and the rest count decoded lines only): it
+	// is for Open, never for a Verify summary.
 	quick    bool
 	quickCP  bool // the line just added was a checkpoint (for scan to take a mark)
 	mark     *chain
@@ -238,8 +240,10 @@ type chain struct {
 }
 
 // ownRecordMarks are the bytes by which the canonical encoding of a checkpoint or segment
-// record is told apart without decoding it: inside a JSON string a quote is always escaped, so
-// only the type field itself can hold them unescaped.
+// record is told apart without decoding it: inside a JSON string of a canonical line a quote is
+// always escaped, so only the type field itself can hold them unescaped. A line that is not
+// canonical may hide them (or fake them); it is then only hashed, and the signed root of the
+// next checkpoint does not match.
 var ownRecordMarks = [][]byte{[]byte(`"type":"` + TypeCheckpoint + `"`), []byte(`"type":"` + TypeSegment + `"`)}
 
 func ownRecord(b []byte) bool {
@@ -259,21 +263,36 @@ func (c *chain) snapshot() *chain {
 	return &m
 }
 
-// scanForAppend is the writer's scan at Open. A signed log (quick) has a checkpoint at least
-// every few hundred records, each carrying the Merkle root of everything before it: lines up to
-// the last checkpoint are only hashed into the tree (any change to one of them changes the
-// root that checkpoint is checked against), and the lines after it get every check scan makes.
-// That keeps a restart from decoding and re-encoding the whole active segment (about 20 ms per
-// MB). On any error, or with no checkpoint, it is the full scan, which names the exact line.
-func scanForAppend(r io.ReaderAt, quick bool) (c *chain, size, torn int64, err error) {
-	if quick {
-		q := &chain{quick: true}
-		if _, _, qerr := q.scan(io.NewSectionReader(r, 0, math.MaxInt64), true); qerr == nil && q.mark != nil {
-			c = q.mark
-			c.quick = false
-			size, torn, err = c.scan(io.NewSectionReader(r, q.markedAt, math.MaxInt64), true)
-			if err == nil {
-				return c, q.markedAt + size, torn, nil
+// scanForAppend is the writer's scan at Open. For a log this writer signs (verifierKey, its
+// signer's key), a checkpoint follows at least every few hundred records and carries, signed,
+// the Merkle root of everything before it. So the quick pass hashes the lines before a
+// checkpoint into the tree without decoding them, checks each checkpoint in full (its root
+// against the tree), and marks the chain after the last one, whose signature must then verify
+// (a forged or re-rooted checkpoint fails here); the lines after it get every check scan makes. Any change to a line before the
+// mark changes the tree, which no longer matches that signed root. That keeps a restart from
+// decoding and re-encoding the whole active segment (about 20 ms per MB). On any error, with no
+// checkpoint, or with a checkpoint signed by another key (an older root key), it is the full
+// scan, which names the exact line and, as before, checks roots but not signatures.
+// signedBy reports whether note is a checkpoint validly signed by one of keys.
+func signedBy(keys *keyring, note string) bool {
+	_, err := keys.open([]byte(note))
+	return err == nil
+}
+
+func scanForAppend(r io.ReaderAt, verifierKey string) (c *chain, size, torn int64, err error) {
+	if verifierKey != "" {
+		if keys, kerr := newKeyring([]string{verifierKey}); kerr == nil && keys != nil {
+			q := &chain{quick: true}
+			_, _, qerr := q.scan(io.NewSectionReader(r, 0, math.MaxInt64), true)
+			// The last checkpoint's root covers every line before it: its signature is the one
+			// that has to be checked (the earlier ones are lines under it).
+			if qerr == nil && q.mark != nil && signedBy(keys, q.mark.lastNote) {
+				c = q.mark
+				c.quick = false
+				size, torn, err = c.scan(io.NewSectionReader(r, q.markedAt, math.MaxInt64), true)
+				if err == nil {
+					return c, q.markedAt + size, torn, nil
+				}
 			}
 		}
 	}
