@@ -117,7 +117,8 @@ func parseFrontier(s string) (frontier, error) {
 }
 
 // decodeHash decodes a base64 (standard, padded) hash, accepting only the
-// canonical encoding.
+// canonical encoding: Go's decoder skips line breaks even in strict mode,
+// so the hash must encode back to s.
 func decodeHash(s string) (tlog.Hash, error) {
 	var h tlog.Hash
 	b, err := base64.StdEncoding.Strict().DecodeString(s)
@@ -125,6 +126,9 @@ func decodeHash(s string) (tlog.Hash, error) {
 		return h, errors.New("not a base64 SHA-256 hash")
 	}
 	copy(h[:], b)
+	if encodeHash(h) != s {
+		return tlog.Hash{}, errors.New("not a base64 SHA-256 hash")
+	}
 	return h, nil
 }
 

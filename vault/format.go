@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -30,6 +31,16 @@ const (
 // b64 is strict standard base64: one encoding per byte string, so a changed
 // character always changes the decoded bytes.
 var b64 = base64.StdEncoding.Strict()
+
+// b64Decode decodes the canonical base64 of the vault file: Go's decoder skips
+// line breaks even in strict mode, so they are refused first and every value
+// has one spelling.
+func b64Decode(s string) ([]byte, error) {
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, errors.New("line break inside base64")
+	}
+	return b64.DecodeString(s)
+}
 
 // fileBody is line 2 of the file. Field order is the canonical order.
 type fileBody struct {
@@ -95,7 +106,7 @@ func parseFile(raw []byte) (*parsedFile, error) {
 	if !ok || bytes.IndexByte(macLine, '\n') >= 0 || !bytes.HasPrefix(macLine, []byte(macPrefix)) {
 		return nil, corrupt("line 3: want the last line %q", "mac:<base64>")
 	}
-	mac, err := b64.DecodeString(string(macLine[len(macPrefix):]))
+	mac, err := b64Decode(string(macLine[len(macPrefix):]))
 	if err != nil || len(mac) != 32 {
 		return nil, corrupt("line 3: MAC is not base64 of 32 bytes")
 	}
@@ -174,13 +185,13 @@ func decodeBody(b *fileBody) (*decodedBody, error) {
 		if !printable(s.ID) || !printable(s.Type) || !printable(s.KeyID) || !printable(s.Hint) {
 			return nil, corrupt("seal entry %d: a field has characters other than printable ASCII", i)
 		}
-		blob, err := b64.DecodeString(s.Root)
+		blob, err := b64Decode(s.Root)
 		if err != nil || len(blob) == 0 || len(blob) > maxSealBlob {
 			return nil, corrupt("seal entry %q: root is not base64 of 1 to %d bytes", s.ID, maxSealBlob)
 		}
 		d.seals = append(d.seals, blob)
 	}
-	kr, err := b64.DecodeString(b.Keyring)
+	kr, err := b64Decode(b.Keyring)
 	n := len(kr) - gcmOverhead
 	if err != nil || n < termRecordLen || n%termRecordLen != 0 || n/termRecordLen > maxTerms {
 		return nil, corrupt("keyring is not base64 of an encrypted list of 1 to %d terms", maxTerms)
@@ -229,11 +240,11 @@ func decodeSecret(s *secretEntry) (*secretRec, error) {
 	if s.Term < 1 {
 		return nil, corrupt("secret %q: term below 1", s.Name)
 	}
-	dek, err := b64.DecodeString(s.DEK)
+	dek, err := b64Decode(s.DEK)
 	if err != nil || len(dek) != dekBlobLen {
 		return nil, corrupt("secret %q version %d: dek is not base64 of %d bytes", s.Name, s.Version, dekBlobLen)
 	}
-	val, err := b64.DecodeString(s.Value)
+	val, err := b64Decode(s.Value)
 	if err != nil || len(val) <= gcmOverhead || len(val) > gcmOverhead+maxValueLen {
 		return nil, corrupt("secret %q version %d: value is not base64 of an encrypted 1 to %d bytes", s.Name, s.Version, maxValueLen)
 	}

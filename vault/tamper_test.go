@@ -262,3 +262,20 @@ func TestOpenMinGeneration(t *testing.T) {
 		})
 	}
 }
+
+// TestBase64HasOneSpelling: the vault file's base64 values (MAC, root, keyring, data keys,
+// values) are refused with a line break inside, which Go's decoder would skip.
+func TestBase64HasOneSpelling(t *testing.T) {
+	canon := b64.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	if b, err := b64Decode(canon); err != nil || string(b) != "0123456789abcdef0123456789abcdef" {
+		t.Fatalf("canonical base64: %q, %v", b, err)
+	}
+	for _, s := range []string{canon[:8] + "\n" + canon[8:], canon[:8] + "\r" + canon[8:], canon + "\n"} {
+		if _, err := b64Decode(s); err == nil {
+			t.Errorf("%q accepted", s)
+		}
+		if _, err := b64.DecodeString(s); err != nil {
+			t.Errorf("Go's decoder refuses %q too; the check would be unneeded", s)
+		}
+	}
+}
