@@ -268,17 +268,12 @@ func (c *chain) snapshot() *chain {
 // the Merkle root of everything before it. So the quick pass hashes the lines before a
 // checkpoint into the tree without decoding them, checks each checkpoint in full (its root
 // against the tree), and marks the chain after the last one, whose signature must then verify
-// (a forged or re-rooted checkpoint fails here); the lines after it get every check scan makes. Any change to a line before the
-// mark changes the tree, which no longer matches that signed root. That keeps a restart from
+// (a forged or re-rooted checkpoint fails here); the lines after it get every check scan makes.
+// Any change to a line before the mark changes the tree, which no longer matches that signed
+// root. That keeps a restart from
 // decoding and re-encoding the whole active segment (about 20 ms per MB). On any error, with no
 // checkpoint, or with a checkpoint signed by another key (an older root key), it is the full
 // scan, which names the exact line and, as before, checks roots but not signatures.
-// signedBy reports whether note is a checkpoint validly signed by one of keys.
-func signedBy(keys *keyring, note string) bool {
-	_, err := keys.open([]byte(note))
-	return err == nil
-}
-
 func scanForAppend(r io.ReaderAt, verifierKey string) (c *chain, size, torn int64, err error) {
 	if verifierKey != "" {
 		if keys, kerr := newKeyring([]string{verifierKey}); kerr == nil && keys != nil {
@@ -299,6 +294,12 @@ func scanForAppend(r io.ReaderAt, verifierKey string) (c *chain, size, torn int6
 	c = &chain{}
 	size, torn, err = c.scan(io.NewSectionReader(r, 0, math.MaxInt64), true)
 	return c, size, torn, err
+}
+
+// signedBy reports whether note is a checkpoint validly signed by one of keys.
+func signedBy(keys *keyring, note string) bool {
+	_, err := keys.open([]byte(note))
+	return err == nil
 }
 
 func (c *chain) fail(reason string) *VerifyError {
